@@ -1,0 +1,123 @@
+"""Typed job configs: one dataclass per job, the single source of option names, defaults and help.
+
+A field `top_k` becomes the CLI flag `--top-k`, the DAG param `top_k`, and a row in the docs
+(`recsys-spark <job> --help` prints them all), so the three never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def option(default: Any, help: str, **kwargs: Any) -> Any:
+    """A config field with its help text (and optional `choices=`)."""
+    meta = {"help": help, **kwargs}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class CommonConfig:
+    """Options every job takes."""
+
+    lake: str = option("./lake", "Lake directory or URI (file://, s3a://...) holding the Delta tables.")
+    master: str | None = option(
+        None, "Spark master URL; default $SPARK_MASTER, then spark-submit's --master, then local[*]."
+    )
+    engine: str = option(
+        "auto",
+        "Delta engine: spark (needs the Delta jars), delta-rs, or auto (spark when the jars are present).",
+        choices=["auto", "spark", "delta-rs"],
+    )
+    log_level: str = option("INFO", "Log level of recsys-spark's own messages.")
+
+
+@dataclass
+class DatedConfig(CommonConfig):
+    """Options of jobs that work on one day."""
+
+    date: dt.date | None = option(None, "Day to compute (YYYY-MM-DD); default the latest day in events.")
+
+
+def _base_type(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _base_type(args[0])
+    return tp
+
+
+def _parse_date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """Add one `--flag` per field of `config_cls`, with its default and help text."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        base = _base_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f.metadata.get("help", "")
+        shown = "" if default is None else f" (default: {default})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text + shown}
+        if "choices" in f.metadata:
+            kwargs["choices"] = f.metadata["choices"]
+        if base is bool:
+            if default:
+                kwargs["type"] = _parse_bool
+                kwargs["metavar"] = "BOOL"
+            else:
+                kwargs["action"] = "store_true"
+        elif base is dt.date:
+            kwargs["type"] = _parse_date
+            kwargs["metavar"] = "YYYY-MM-DD"
+        elif typing.get_origin(base) is list:
+            (item,) = typing.get_args(base)
+            kwargs["type"] = item
+            kwargs["nargs"] = "+"
+        elif base in (int, float, str):
+            kwargs["type"] = base
+        parser.add_argument(flag, **kwargs)
+
+
+def config_from_namespace(config_cls: type, namespace: argparse.Namespace):
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return config_cls(**{k: v for k, v in vars(namespace).items() if k in names})
+
+
+def config_from_params(config_cls: type, params: dict[str, Any]):
+    """Build a config from a dict of params (e.g. Airflow DAG params); unknown keys are an error."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ValueError(f"{config_cls.__name__}: unknown options {unknown}")
+    return config_cls(**params)
+
+
+def describe(config_cls: type) -> list[tuple[str, Any, str]]:
+    """(flag, default, help) for every option: used to generate the docs tables."""
+    rows = []
+    for f in dataclasses.fields(config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        rows.append(("--" + f.name.replace("_", "-"), default, f.metadata.get("help", "")))
+    return rows

@@ -1,0 +1,175 @@
+"""The delta-rs engine: Spark writes Parquet, the `deltalake` package commits it as a Delta version.
+
+Used wherever Spark's own Delta jars are missing (no Maven here). The data never passes through the
+driver: Spark writes Parquet into a staging folder inside the table, the files are moved under the
+table's partition folders, and one Delta transaction adds them (and, for overwrites, removes the files
+they replace). Until that commit, readers see the previous version; a job killed before it leaves only
+unreferenced files, which no Delta reader looks at.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import time
+import uuid
+from collections.abc import Sequence
+from urllib.parse import quote, unquote, urlparse
+
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR = "_staging"
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """PyArrow filesystem and path for a lake URI (local path, file://, s3a:// ...)."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return pafs.LocalFileSystem(), unquote(parsed.path) if parsed.scheme else uri
+    if parsed.scheme in ("s3a", "s3n"):
+        uri = "s3://" + uri.split("://", 1)[1]
+    return pafs.FileSystem.from_uri(uri)
+
+
+def _delta_schema(spark_schema):
+    from deltalake import Schema
+
+    return Schema.from_json(spark_schema.json())
+
+
+def _partition_values(relative_path: str, partition_by: Sequence[str]) -> dict[str, str | None]:
+    values: dict[str, str | None] = {}
+    for part in relative_path.split("/")[:-1]:
+        if "=" in part:
+            key, value = part.split("=", 1)
+            value = unquote(value)
+            values[key] = None if value == "__HIVE_DEFAULT_PARTITION__" else value
+    missing = set(partition_by) - set(values)
+    if missing:
+        raise RuntimeError(f"staged file {relative_path} lacks partition folders {sorted(missing)}")
+    return values
+
+
+class DeltaRsCommitter:
+    """Writes a Spark DataFrame as one new version of a Delta table at `table_uri`."""
+
+    def __init__(self, table_uri: str, storage_options: dict[str, str] | None = None):
+        self.table_uri = table_uri
+        self.storage_options = storage_options
+        self.fs, self.root = _filesystem(table_uri)
+
+    def exists(self) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.table_uri, storage_options=self.storage_options)
+
+    def write(
+        self,
+        df,
+        mode: str,
+        partition_by: Sequence[str] = (),
+        replace_partitions: Sequence[str] | None = None,
+        commit_metadata: dict[str, str] | None = None,
+        app_transaction: tuple[str, int] | None = None,
+        spark_uri: str | None = None,
+    ) -> int:
+        """Commit `df` as a new version and return it.
+
+        mode: "overwrite" (replace the table), "append", or "replace_partitions" (replace exactly the
+        values of the single partition column listed in `replace_partitions`, leaving others alone).
+        """
+        from deltalake import DeltaTable
+        from deltalake.transaction import CommitProperties, Transaction, create_table_with_add_actions
+
+        run = uuid.uuid4().hex
+        staging_rel = f"{STAGING_DIR}/{run}"
+        staging_spark = f"{(spark_uri or self.table_uri).rstrip('/')}/{staging_rel}"
+        writer = df.write.mode("errorifexists")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        moved: list[str] = []
+        try:
+            writer.parquet(staging_spark)
+            adds, moved = self._publish_files(staging_rel, partition_by)
+            properties = CommitProperties(
+                custom_metadata=dict(commit_metadata or {}),
+                app_transactions=[Transaction(*app_transaction)] if app_transaction else None,
+            )
+            schema = _delta_schema(df.schema)
+            if not self.exists():
+                create_table_with_add_actions(
+                    self.table_uri,
+                    schema,
+                    adds,
+                    mode="error",
+                    partition_by=list(partition_by) or None,
+                    storage_options=self.storage_options,
+                    commit_properties=properties,
+                )
+            else:
+                table = DeltaTable(self.table_uri, storage_options=self.storage_options)
+                filters = None
+                delta_mode = "append" if mode == "append" else "overwrite"
+                if mode == "replace_partitions":
+                    if len(partition_by) != 1:
+                        raise ValueError("replace_partitions needs exactly one partition column")
+                    if not replace_partitions:
+                        return table.version()  # nothing to replace, nothing to add
+                    filters = [(partition_by[0], "in", list(replace_partitions))]
+                table.create_write_transaction(
+                    adds,
+                    mode=delta_mode,
+                    schema=schema,
+                    partition_by=list(partition_by) or None,
+                    partition_filters=filters,
+                    commit_properties=properties,
+                )
+        except BaseException:
+            for path in moved:  # files of a version that was never committed
+                self._delete_quietly(path)
+            raise
+        finally:
+            self._delete_quietly(posixpath.join(self.root, staging_rel), directory=True)
+        return DeltaTable(self.table_uri, storage_options=self.storage_options).version()
+
+    def _publish_files(self, staging_rel: str, partition_by: Sequence[str]):
+        """Move staged Parquet files under the table's partition folders; return their AddActions."""
+        from deltalake.transaction import AddAction
+
+        staging = posixpath.join(self.root, staging_rel)
+        selector = pafs.FileSelector(staging, recursive=True)
+        adds, moved = [], []
+        now_ms = int(time.time() * 1000)
+        for info in self.fs.get_file_info(selector):
+            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+                continue
+            relative = posixpath.relpath(info.path, staging)
+            target = posixpath.join(self.root, relative)
+            self.fs.create_dir(posixpath.dirname(target), recursive=True)
+            self.fs.move(info.path, target)
+            moved.append(target)
+            rows = pq.read_metadata(target, filesystem=self.fs).num_rows
+            adds.append(
+                AddAction(
+                    quote(relative, safe="/="),
+                    info.size,
+                    _partition_values(relative, partition_by),
+                    now_ms,
+                    True,
+                    json.dumps({"numRecords": rows}),
+                )
+            )
+        return adds, moved
+
+    def _delete_quietly(self, path: str, directory: bool = False) -> None:
+        try:
+            if directory:
+                self.fs.delete_dir(path)
+            else:
+                self.fs.delete_file(path)
+        except (FileNotFoundError, OSError):
+            log.debug("nothing to delete at %s", path)

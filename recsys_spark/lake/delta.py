@@ -1,0 +1,209 @@
+"""The lake: a directory of Delta tables behind one interface, whichever Delta engine is available.
+
+- `spark`: Spark's own `format("delta")`, used when the Delta Lake jars are on the classpath
+  (production clusters: `spark-submit --packages io.delta:delta-spark_2.13:<version>`).
+- `delta-rs`: Spark writes Parquet and the `deltalake` package commits it (`lake/commit.py`); used
+  when the jars are missing, as on a laptop or in CI here.
+
+Both produce standard Delta tables: any Delta reader (Spark with Delta, deltalake, DuckDB) reads them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from urllib.parse import urlparse
+
+from recsys_spark.lake.commit import DeltaRsCommitter, _filesystem
+from recsys_spark.lake.tables import table_schema
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "spark", "delta-rs")
+
+
+def _normalise_root(root: str) -> str:
+    parsed = urlparse(str(root))
+    if parsed.scheme in ("", "file"):
+        path = parsed.path if parsed.scheme else str(root)
+        return os.path.abspath(os.path.expanduser(path))
+    return str(root).rstrip("/")
+
+
+class Lake:
+    """Tables under `root`: table `T` is the Delta table at `root/T`.
+
+    Reports, models, checkpoints and the landing zone live under `_reports`, `_models`, `_checkpoints`
+    and `_landing` next to the tables.
+    """
+
+    def __init__(self, spark, root: str, engine: str = "auto", storage_options: dict[str, str] | None = None):
+        if engine not in ENGINES:
+            raise ValueError(f"unknown lake engine {engine!r}; choose one of {ENGINES}")
+        self.spark = spark
+        self.root = _normalise_root(root)
+        self.storage_options = storage_options
+        if engine == "auto":
+            from recsys_spark.session import delta_available
+
+            engine = "spark" if delta_available(spark) else "delta-rs"
+        self.engine = engine
+        self.is_local = "://" not in self.root
+        log.info("lake at %s (engine %s)", self.root, engine)
+
+    # -- paths -------------------------------------------------------------------------------
+    def uri(self, table: str) -> str:
+        """Location of a table as deltalake and the filesystem see it."""
+        return os.path.join(self.root, table) if self.is_local else f"{self.root}/{table}"
+
+    def spark_uri(self, table: str) -> str:
+        """Location of a table as Spark sees it (local paths as file:// URIs)."""
+        return f"file://{self.uri(table)}" if self.is_local else self.uri(table)
+
+    def path(self, *parts: str) -> str:
+        """A non-table location under the lake, e.g. `lake.path("_reports", "quality")`."""
+        return os.path.join(self.root, *parts) if self.is_local else "/".join([self.root, *parts])
+
+    def _committer(self, table: str) -> DeltaRsCommitter:
+        return DeltaRsCommitter(self.uri(table), self.storage_options)
+
+    # -- reading -----------------------------------------------------------------------------
+    def exists(self, table: str) -> bool:
+        if self.engine == "spark":
+            from delta.tables import DeltaTable
+
+            return DeltaTable.isDeltaTable(self.spark, self.spark_uri(table))
+        return self._committer(table).exists()
+
+    def version(self, table: str) -> int | None:
+        """Latest version of a table, None when it does not exist."""
+        if not self.exists(table):
+            return None
+        return self.history(table, limit=1)[0]["version"]
+
+    def read(self, table: str, version: int | None = None):
+        """The table (at `version`, default the latest) as a Spark DataFrame."""
+        if not self.exists(table):
+            raise FileNotFoundError(
+                f"table {table!r} does not exist in lake {self.root}; run the job that produces it "
+                f"(e.g. `recsys-spark generate --lake {self.root}` or `recsys-spark ingest ...`) first"
+            )
+        if self.engine == "spark":
+            reader = self.spark.read.format("delta")
+            if version is not None:
+                reader = reader.option("versionAsOf", version)
+            return reader.load(self.spark_uri(table))
+        from deltalake import DeltaTable
+        from pyspark.sql import types as T
+
+        delta = DeltaTable(self.uri(table), version=version, storage_options=self.storage_options)
+        schema = T.StructType.fromJson(json.loads(delta.schema().to_json()))
+        files = delta.file_uris()
+        if not files:
+            return self.spark.createDataFrame([], schema)
+        if self.is_local:
+            files = [f if "://" in f else f"file://{f}" for f in files]
+        return self.spark.read.schema(schema).option("basePath", self.spark_uri(table)).parquet(*files)
+
+    def history(self, table: str, limit: int | None = None) -> list[dict]:
+        """Versions newest first: `version`, `timestamp`, `operation` and the commit's metadata."""
+        if self.engine == "spark":
+            rows = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.spark_uri(table)}`").collect()
+            out = [
+                {"version": r["version"], "timestamp": r["timestamp"], "operation": r["operation"]}
+                for r in rows
+            ]
+            return out[:limit] if limit else out
+        from deltalake import DeltaTable
+
+        entries = DeltaTable(self.uri(table), storage_options=self.storage_options).history(limit)
+        return sorted(entries, key=lambda e: e["version"], reverse=True)
+
+    # -- writing -----------------------------------------------------------------------------
+    def overwrite(self, table: str, df, metadata: dict[str, str] | None = None) -> int:
+        """Replace the whole table with `df` as one new version; returns the version."""
+        return self._write(table, df, "overwrite", metadata=metadata)
+
+    def append(
+        self, table: str, df, metadata: dict[str, str] | None = None, app_transaction: tuple[str, int] | None = None
+    ) -> int:
+        """Add `df`'s rows as one new version. `app_transaction=(app_id, n)` records an idempotency marker."""
+        return self._write(table, df, "append", metadata=metadata, app_transaction=app_transaction)
+
+    def overwrite_dates(
+        self, table: str, df, dates: Iterable[dt.date | str], metadata: dict[str, str] | None = None
+    ) -> int:
+        """Replace exactly the `dt` partitions in `dates` with `df` (whose rows must lie in them).
+
+        Re-running a day replaces that day: idempotent, never duplicated. Dates in `dates` with no rows
+        in `df` end up empty.
+        """
+        days = sorted({str(d) for d in dates})
+        return self._write(table, df, "replace_partitions", metadata=metadata, dates=days)
+
+    def _write(self, table, df, mode, metadata=None, dates: Sequence[str] | None = None, app_transaction=None):
+        schema = table_schema(table)
+        partition_by: tuple[str, ...] = ()
+        if schema is not None:
+            df = schema.conform(df)
+            partition_by = schema.partition_by
+        elif "dt" in df.columns:
+            partition_by = ("dt",)
+        if mode == "replace_partitions":
+            if partition_by != ("dt",):
+                raise ValueError(f"table {table} is not partitioned by dt; overwrite_dates does not apply")
+            from pyspark.sql import functions as F
+
+            df = df.filter(F.col("dt").cast("string").isin(list(dates or [])))
+        meta = {"recsys.table": table, **(metadata or {})}
+        if self.engine == "spark":
+            return self._write_spark(table, df, mode, partition_by, dates, meta)
+        version = self._committer(table).write(
+            df,
+            mode,
+            partition_by=partition_by,
+            replace_partitions=dates,
+            commit_metadata=meta,
+            app_transaction=app_transaction,
+            spark_uri=self.spark_uri(table),
+        )
+        log.info("committed %s version %s (%s)", table, version, mode)
+        return version
+
+    def _write_spark(self, table, df, mode, partition_by, dates, meta) -> int:
+        writer = df.write.format("delta").option("userMetadata", json.dumps(meta))
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        if mode == "append":
+            writer = writer.mode("append")
+        else:
+            writer = writer.mode("overwrite").option("partitionOverwriteMode", "static")
+            if mode == "replace_partitions":
+                values = ", ".join(f"DATE'{d}'" for d in dates or [])
+                if not values:
+                    return self.version(table) or 0
+                writer = writer.option("replaceWhere", f"dt IN ({values})")
+        writer.save(self.spark_uri(table))
+        return self.version(table)
+
+    # -- housekeeping ------------------------------------------------------------------------
+    def tables(self) -> list[str]:
+        fs, root = _filesystem(self.root)
+        import pyarrow.fs as pafs
+
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
+        except FileNotFoundError:
+            return []
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith("_") and self.exists(i.base_name))
+
+    def latest_date(self, table: str = "events") -> dt.date | None:
+        """The latest `dt` in a date-partitioned table (the default day of the daily jobs)."""
+        from pyspark.sql import functions as F
+
+        if not self.exists(table):
+            return None
+        return self.read(table).agg(F.max("dt")).first()[0]

@@ -1,0 +1,115 @@
+"""Spark session factory: `local[*]` by default, a cluster via `--master` or `SPARK_MASTER`.
+
+Nothing here runs at import time; call `spark_session()` from a job or a test fixture.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import sys
+from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def _python_for_workers() -> None:
+    # Spark's Python workers otherwise run the system python3, which lacks our packages.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+
+def _delta_jars_configured(conf: Mapping[str, str]) -> bool:
+    """True when the Delta Lake jars will be on the classpath of the session about to start.
+
+    They arrive by `--packages io.delta:delta-spark_...`, `--jars .../delta-spark_*.jar` or by being
+    copied into `$SPARK_HOME/jars` (common on managed clusters).
+    """
+    for key in ("spark.jars.packages", "spark.jars"):
+        if "delta-spark" in conf.get(key, "") or "delta-core" in conf.get(key, ""):
+            return True
+    homes = [os.environ.get("SPARK_HOME", "")]
+    try:
+        import pyspark
+
+        homes.append(os.path.dirname(pyspark.__file__))
+    except ImportError:  # pragma: no cover - pyspark is a hard dependency
+        pass
+    return any(home and glob.glob(os.path.join(home, "jars", "delta-spark_*.jar")) for home in homes)
+
+
+def local_shuffle_partitions(cores: int | None = None) -> int:
+    """Shuffle partitions for a local run: a few per core instead of Spark's 200 tiny tasks."""
+    return max(2, 2 * (cores or os.cpu_count() or 2))
+
+
+def spark_session(
+    app_name: str = "recsys-spark",
+    master: str | None = None,
+    shuffle_partitions: int | None = None,
+    conf: Mapping[str, str] | None = None,
+    log_level: str = "WARN",
+):
+    """Return the active session or build one.
+
+    `master` falls back to `SPARK_MASTER`, then to whatever `spark-submit --master` set, then `local[*]`.
+    Local runs get shuffle partitions sized to the cores and no UI; cluster runs keep Spark's own
+    settings unless `shuffle_partitions` is given. Delta's SQL extension is configured only when its
+    jars are on the classpath; otherwise the lake commits through delta-rs (see `recsys_spark.lake`).
+    """
+    from pyspark import SparkConf
+    from pyspark.sql import SparkSession
+
+    _python_for_workers()
+    submitted = SparkConf()  # picks up spark-submit's --master / --conf / --packages
+    master = master or os.environ.get("SPARK_MASTER") or submitted.get("spark.master", None) or "local[*]"
+    builder = SparkSession.builder.appName(app_name).master(master)
+    settings: dict[str, str] = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        "spark.sql.parquet.compression.codec": "snappy",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
+    }
+    if master.startswith("local"):
+        cores = None
+        inner = master[len("local") :].strip("[]")
+        if inner.isdigit():
+            cores = int(inner)
+        settings.update(
+            {
+                "spark.ui.enabled": "false",
+                "spark.sql.shuffle.partitions": str(shuffle_partitions or local_shuffle_partitions(cores)),
+                "spark.default.parallelism": str(local_shuffle_partitions(cores)),
+                "spark.driver.memory": os.environ.get("RECSYS_DRIVER_MEMORY", "4g"),
+                "spark.sql.adaptive.enabled": "true",
+                "spark.sql.adaptive.coalescePartitions.enabled": "true",
+            }
+        )
+    elif shuffle_partitions:
+        settings["spark.sql.shuffle.partitions"] = str(shuffle_partitions)
+    merged = {**{k: v for k, v in submitted.getAll()}, **settings, **dict(conf or {})}
+    if _delta_jars_configured(merged):
+        settings["spark.sql.extensions"] = DELTA_EXTENSION
+        settings["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
+    for key, value in {**settings, **dict(conf or {})}.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(log_level)
+    log.info("spark session %s on %s (Spark %s)", app_name, master, spark.version)
+    return spark
+
+
+def delta_available(spark) -> bool:
+    """True when Spark's own `format("delta")` works in this session (the Delta jars are loaded)."""
+    try:
+        spark._jvm.java.lang.Class.forName(DELTA_EXTENSION)
+    except Exception:
+        return False
+    return spark.conf.get("spark.sql.extensions", "") == DELTA_EXTENSION or DELTA_EXTENSION in spark.conf.get(
+        "spark.sql.extensions", ""
+    )
