@@ -29,6 +29,7 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "Item-item (itemcf, swing) or user-user (usercf) top-K similarity.",
     ),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
+    "tables": ("recsys_spark.lake.show", "TablesConfig", "run", "List the lake's tables, versions and row counts."),
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2

@@ -70,7 +70,8 @@ def spark_session(
     builder = SparkSession.builder.appName(app_name).master(master)
     settings: dict[str, str] = {
         "spark.sql.session.timeZone": "UTC",
-        "spark.sql.sources.partitionOverwriteMode": "dynamic",
+        # Delta readers (delta-rs, DuckDB) expect INT64 microsecond timestamps, not Spark's legacy INT96.
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.parquet.compression.codec": "snappy",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",

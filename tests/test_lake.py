@@ -102,6 +102,12 @@ def test_output_is_readable_by_deltalake_and_spark(spark, lake):
         *["file://" + f if "://" not in f else f for f in table.file_uris()]
     )
     assert direct.count() == 2
+    # Files carry INT64 microsecond UTC timestamps (not INT96), which every Delta reader understands.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first = table.file_uris()[0].replace("file://", "")
+    assert pq.read_schema(first).field("ts").type == pa.timestamp("us", tz="UTC")
     assert lake.read("events").schema["dt"].dataType.simpleString() == "date"
 
 
@@ -120,3 +126,10 @@ def _add_stats(table):
 def test_reading_a_missing_table_says_how_to_make_it(lake):
     with pytest.raises(FileNotFoundError, match="recsys-spark generate"):
         lake.read("events")
+
+
+def test_spark_engine_without_jars_fails_fast(spark, tmp_path):
+    from recsys_spark.lake.delta import Lake
+
+    with pytest.raises(ValueError, match="delta-spark"):
+        Lake(spark, str(tmp_path), engine="spark")

@@ -46,10 +46,15 @@ class Lake:
         self.spark = spark
         self.root = _normalise_root(root)
         self.storage_options = storage_options
-        if engine == "auto":
-            from recsys_spark.session import delta_available
+        from recsys_spark.session import delta_available
 
+        if engine == "auto":
             engine = "spark" if delta_available(spark) else "delta-rs"
+        elif engine == "spark" and not delta_available(spark):
+            raise ValueError(
+                "--engine spark needs the Delta Lake jars on Spark's classpath "
+                "(spark-submit --packages io.delta:delta-spark_2.13:4.0.0); use --engine auto or delta-rs"
+            )
         self.engine = engine
         self.is_local = "://" not in self.root
         log.info("lake at %s (engine %s)", self.root, engine)

@@ -1,0 +1,23 @@
+"""Session factory settings that do not need a second JVM."""
+
+from __future__ import annotations
+
+from recsys_spark.session import _delta_jars_configured, delta_available, local_shuffle_partitions
+
+
+def test_local_sessions_are_sized_to_the_cores(spark):
+    assert local_shuffle_partitions(2) == 4
+    assert spark.conf.get("spark.sql.shuffle.partitions") == "4"
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    assert spark.conf.get("spark.ui.enabled") == "false"
+
+
+def test_delta_jars_are_detected_from_submit_options():
+    assert _delta_jars_configured({"spark.jars.packages": "io.delta:delta-spark_2.13:4.0.0"})
+    assert _delta_jars_configured({"spark.jars": "/opt/jars/delta-spark_2.13-4.0.0.jar,/opt/x.jar"})
+    assert not _delta_jars_configured({"spark.jars": "/opt/x.jar"})
+
+
+def test_delta_format_is_not_claimed_without_its_jars(spark):
+    # No Maven here: the jars are absent, so the lake must fall back to delta-rs.
+    assert not delta_available(spark)
