@@ -19,17 +19,40 @@ from recsys_spark.config import add_config_arguments, config_from_namespace
 
 # job -> (module, config class, run function, one-line summary)
 JOBS: dict[str, tuple[str, str, str, str]] = {
-    "generate": ("recsys_spark.generate", "GenerateConfig", "run", "Write synthetic events, items and users."),
-    "ingest": ("recsys_spark.ingest.job", "IngestConfig", "run", "Load canonical, MovieLens or Taobao files."),
-    "stats": ("recsys_spark.stats", "StatsConfig", "run", "User and item statistics over 1/7/30-day windows."),
+    "generate": (
+        "recsys_spark.generate",
+        "GenerateConfig",
+        "run",
+        "Write synthetic events, items and users.",
+    ),
+    "ingest": (
+        "recsys_spark.ingest.job",
+        "IngestConfig",
+        "run",
+        "Load canonical, MovieLens or Taobao files.",
+    ),
+    "stats": (
+        "recsys_spark.stats",
+        "StatsConfig",
+        "run",
+        "User and item statistics over 1/7/30-day windows.",
+    ),
     "similarity": (
         "recsys_spark.similarity.job",
         "SimilarityConfig",
         "run",
         "Item-item (itemcf, swing) or user-user (usercf) top-K similarity.",
     ),
+    "graph": ("recsys_spark.graph.job", "GraphConfig", "run_graph", "Item graph from behaviour sequences."),
+    "walks": ("recsys_spark.graph.job", "WalksConfig", "run_walks", "DeepWalk or Node2vec random walks."),
+    "embed": ("recsys_spark.graph.embed", "EmbedConfig", "run", "Skip-gram item embeddings from the walks."),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
-    "tables": ("recsys_spark.lake.show", "TablesConfig", "run", "List the lake's tables, versions and row counts."),
+    "tables": (
+        "recsys_spark.lake.show",
+        "TablesConfig",
+        "run",
+        "List the lake's tables, versions and row counts.",
+    ),
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -43,7 +66,11 @@ class UsageError(Exception):
 
 def _top_level_help() -> str:
     width = max(len(j) for j in JOBS)
-    lines = ["usage: recsys-spark <job> --lake PATH [options]   (recsys-spark <job> --help for a job's options)", "", "jobs:"]
+    lines = [
+        "usage: recsys-spark <job> --lake PATH [options]   (recsys-spark <job> --help for a job's options)",
+        "",
+        "jobs:",
+    ]
     lines += [f"  {name.ljust(width)}  {JOBS[name][3]}" for name in JOBS]
     return "\n".join(lines)
 

@@ -37,7 +37,13 @@ class Stage:
 
 
 def _common(cfg: DailyConfig) -> dict:
-    return {"lake": cfg.lake, "master": cfg.master, "engine": cfg.engine, "log_level": cfg.log_level, "date": cfg.date}
+    return {
+        "lake": cfg.lake,
+        "master": cfg.master,
+        "engine": cfg.engine,
+        "log_level": cfg.log_level,
+        "date": cfg.date,
+    }
 
 
 STAGES: tuple[Stage, ...] = (
@@ -71,7 +77,9 @@ def run(cfg: DailyConfig, spark, lake) -> int:
         code = module.run(stage_cfg, spark, lake)
         timings.append((stage.name, time.time() - stage_started))
         if code:
-            log.error("run-daily %s: stage %s failed (exit %s); later stages not run", cfg.date, stage.name, code)
+            log.error(
+                "run-daily %s: stage %s failed (exit %s); later stages not run", cfg.date, stage.name, code
+            )
             return code
     print(f"run-daily {cfg.date}: {len(stages)} stages in {time.time() - started:.1f}s")
     for name, seconds in timings:

@@ -55,7 +55,13 @@ def test_config_fields_become_flags_with_the_same_names():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser, _ExampleConfig)
     ns = parser.parse_args(["--top-k", "7", "--windows", "3", "30", "--verbose", "--date", "2026-11-02"])
-    assert (ns.top_k, ns.windows, ns.verbose, ns.date, ns.alpha) == (7, [3, 30], True, dt.date(2026, 11, 2), 0.5)
+    assert (ns.top_k, ns.windows, ns.verbose, ns.date, ns.alpha) == (
+        7,
+        [3, 30],
+        True,
+        dt.date(2026, 11, 2),
+        0.5,
+    )
     with pytest.raises(SystemExit):
         parser.parse_args(["--date", "02/11/2026"])
     assert config_from_params(_ExampleConfig, {"top_k": 3}).top_k == 3
@@ -83,7 +89,14 @@ def test_spark_submit_entry_point_runs_the_same_job(tmp_path):
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
     spark_submit = Path(sys.executable).parent / "spark-submit"
     result = subprocess.run(
-        [str(spark_submit), "--master", "local[1]", str(REPO / "jobs" / "tables.py"), "--lake", str(tmp_path)],
+        [
+            str(spark_submit),
+            "--master",
+            "local[1]",
+            str(REPO / "jobs" / "tables.py"),
+            "--lake",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -35,7 +35,9 @@ def test_two_overwrites_give_two_versions_and_the_old_one_stays_readable(spark, 
     assert (v0, v1) == (0, 1)
     assert [h["version"] for h in lake.history("events")] == [1, 0]
     assert lake.read("events").count() == 1
-    assert _sorted(lake.read("events", version=0)) == _sorted(_events(spark, [_row("u1", "i1", 1), _row("u2", "i2", 2)]))
+    assert _sorted(lake.read("events", version=0)) == _sorted(
+        _events(spark, [_row("u1", "i1", 1), _row("u2", "i2", 2)])
+    )
 
 
 def test_overwrite_dates_replaces_only_those_days_and_is_idempotent(spark, lake):
@@ -66,7 +68,9 @@ def test_a_job_failing_half_way_leaves_the_table_at_its_old_version(spark, lake)
             raise RuntimeError("boom half way")
         return user
 
-    bad = _events(spark, [_row("u1", "i1", 1), _row("u2", "i2", 2)]).withColumn("user_id", explode_on_u2("user_id"))
+    bad = _events(spark, [_row("u1", "i1", 1), _row("u2", "i2", 2)]).withColumn(
+        "user_id", explode_on_u2("user_id")
+    )
     with pytest.raises(Exception, match="boom half way"):
         lake.overwrite("events", bad.repartition(2))
     assert lake.version("events") == 0
@@ -120,7 +124,11 @@ def _add_stats(table):
         import pyarrow as pa
 
         frame = pa.table(actions).to_pydict()
-    return [{"numRecords": n} for n in frame["num_records"]] if "num_records" in frame else [json.loads(s) for s in frame["stats"]]
+    return (
+        [{"numRecords": n} for n in frame["num_records"]]
+        if "num_records" in frame
+        else [json.loads(s) for s in frame["stats"]]
+    )
 
 
 def test_reading_a_missing_table_says_how_to_make_it(lake):

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 STAGING_DIR = "_staging"
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     """PyArrow filesystem and path for a lake URI (local path, file://, s3a:// ...)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
@@ -60,7 +60,7 @@ class DeltaRsCommitter:
     def __init__(self, table_uri: str, storage_options: dict[str, str] | None = None):
         self.table_uri = table_uri
         self.storage_options = storage_options
-        self.fs, self.root = _filesystem(table_uri)
+        self.fs, self.root = filesystem(table_uri)
 
     def exists(self) -> bool:
         from deltalake import DeltaTable

@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Sequence
 from urllib.parse import urlparse
 
-from recsys_spark.lake.commit import DeltaRsCommitter, _filesystem
+from recsys_spark.lake.commit import DeltaRsCommitter, filesystem
 from recsys_spark.lake.tables import table_schema
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,8 @@ class Lake:
             return self.spark.createDataFrame([], schema)
         if self.is_local:
             files = [f if "://" in f else f"file://{f}" for f in files]
-        return self.spark.read.schema(schema).option("basePath", self.spark_uri(table)).parquet(*files)
+        frame = self.spark.read.schema(schema).option("basePath", self.spark_uri(table)).parquet(*files)
+        return frame.select(*schema.fieldNames())  # Spark moves partition columns last; keep table order
 
     def history(self, table: str, limit: int | None = None) -> list[dict]:
         """Versions newest first: `version`, `timestamp`, `operation` and the commit's metadata."""
@@ -133,7 +134,11 @@ class Lake:
         return self._write(table, df, "overwrite", metadata=metadata)
 
     def append(
-        self, table: str, df, metadata: dict[str, str] | None = None, app_transaction: tuple[str, int] | None = None
+        self,
+        table: str,
+        df,
+        metadata: dict[str, str] | None = None,
+        app_transaction: tuple[str, int] | None = None,
     ) -> int:
         """Add `df`'s rows as one new version. `app_transaction=(app_id, n)` records an idempotency marker."""
         return self._write(table, df, "append", metadata=metadata, app_transaction=app_transaction)
@@ -146,10 +151,30 @@ class Lake:
         Re-running a day replaces that day: idempotent, never duplicated. Dates in `dates` with no rows
         in `df` end up empty.
         """
-        days = sorted({str(d) for d in dates})
-        return self._write(table, df, "replace_partitions", metadata=metadata, dates=days)
+        return self.overwrite_partitions(table, df, "dt", dates, metadata=metadata)
 
-    def _write(self, table, df, mode, metadata=None, dates: Sequence[str] | None = None, app_transaction=None):
+    def overwrite_partitions(
+        self, table: str, df, column: str, values: Iterable, metadata: dict[str, str] | None = None
+    ) -> int:
+        """Replace exactly the partitions `column IN values` with `df`, leaving the others as they are.
+
+        Rows of `df` outside `values` are dropped, so a replace can never leak into another partition.
+        """
+        wanted = sorted({str(v) for v in values})
+        return self._write(
+            table, df, "replace_partitions", metadata=metadata, partition_column=column, values=wanted
+        )
+
+    def _write(
+        self,
+        table,
+        df,
+        mode,
+        metadata=None,
+        partition_column: str | None = None,
+        values: Sequence[str] | None = None,
+        app_transaction=None,
+    ):
         schema = table_schema(table)
         partition_by: tuple[str, ...] = ()
         if schema is not None:
@@ -158,19 +183,21 @@ class Lake:
         elif "dt" in df.columns:
             partition_by = ("dt",)
         if mode == "replace_partitions":
-            if partition_by != ("dt",):
-                raise ValueError(f"table {table} is not partitioned by dt; overwrite_dates does not apply")
+            if partition_by != (partition_column,):
+                raise ValueError(
+                    f"table {table} is not partitioned by {partition_column} alone: {partition_by}"
+                )
             from pyspark.sql import functions as F
 
-            df = df.filter(F.col("dt").cast("string").isin(list(dates or [])))
+            df = df.filter(F.col(partition_column).cast("string").isin(list(values or [])))
         meta = {"recsys.table": table, **(metadata or {})}
         if self.engine == "spark":
-            return self._write_spark(table, df, mode, partition_by, dates, meta)
+            return self._write_spark(table, df, mode, partition_by, values, meta)
         version = self._committer(table).write(
             df,
             mode,
             partition_by=partition_by,
-            replace_partitions=dates,
+            replace_partitions=values,
             commit_metadata=meta,
             app_transaction=app_transaction,
             spark_uri=self.spark_uri(table),
@@ -178,7 +205,7 @@ class Lake:
         log.info("committed %s version %s (%s)", table, version, mode)
         return version
 
-    def _write_spark(self, table, df, mode, partition_by, dates, meta) -> int:
+    def _write_spark(self, table, df, mode, partition_by, values, meta) -> int:
         writer = df.write.format("delta").option("userMetadata", json.dumps(meta))
         if partition_by:
             writer = writer.partitionBy(*partition_by)
@@ -187,23 +214,30 @@ class Lake:
         else:
             writer = writer.mode("overwrite").option("partitionOverwriteMode", "static")
             if mode == "replace_partitions":
-                values = ", ".join(f"DATE'{d}'" for d in dates or [])
                 if not values:
                     return self.version(table) or 0
-                writer = writer.option("replaceWhere", f"dt IN ({values})")
+                column = partition_by[0]
+                literals = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+                writer = writer.option("replaceWhere", f"CAST({column} AS STRING) IN ({literals})")
         writer.save(self.spark_uri(table))
         return self.version(table)
 
     # -- housekeeping ------------------------------------------------------------------------
     def tables(self) -> list[str]:
-        fs, root = _filesystem(self.root)
+        fs, root = filesystem(self.root)
         import pyarrow.fs as pafs
 
         try:
             infos = fs.get_file_info(pafs.FileSelector(root, recursive=False))
         except FileNotFoundError:
             return []
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith("_") and self.exists(i.base_name))
+        return sorted(
+            i.base_name
+            for i in infos
+            if i.type == pafs.FileType.Directory
+            and not i.base_name.startswith("_")
+            and self.exists(i.base_name)
+        )
 
     def latest_date(self, table: str = "events") -> dt.date | None:
         """The latest `dt` in a date-partitioned table (the default day of the daily jobs)."""

@@ -28,5 +28,7 @@ def run(cfg: TablesConfig, spark, lake) -> int:
         print(f"{name.ljust(width)}  {latest['version']:>7}  {rows:>12,}  {latest.get('operation', '')}")
         if cfg.history:
             for entry in entries:
-                print(f"{'':{width}}    v{entry['version']}: {entry.get('operation', '')} at {entry.get('timestamp')}")
+                print(
+                    f"{'':{width}}    v{entry['version']}: {entry.get('operation', '')} at {entry.get('timestamp')}"
+                )
     return 0

@@ -1,0 +1,157 @@
+"""`recsys-spark embed`: item embeddings from random walks (skip-gram with negative sampling).
+
+Spark builds the vocabulary (items of the walks with `count >= min_count`, indexed by count, then
+item id) and the integer-encoded walks, materialised as Parquet that the PyTorch ranks read through
+Petastorm (`graph/sgns.py`), launched by the shared runner (`train/launch.py`: Horovod by default).
+`--trainer mllib` trains Spark MLlib's Word2Vec on the same walks instead, as a baseline; its vectors
+are stored under method `mllib-<walks method>`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from recsys_spark.config import DatedConfig, option
+from recsys_spark.graph.sgns import SgnsParams, train_sgns
+from recsys_spark.graph.walks import scratch_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbedConfig(DatedConfig):
+    """Skip-gram item vectors from the walks of one method; replaces that method's item_embeddings."""
+
+    method: str | None = option(
+        None, "Walks to train on: deepwalk or node2vec (default: the latest walks written)."
+    )
+    trainer: str = option(
+        "sgns",
+        "sgns (PyTorch, data-parallel) or mllib (Spark MLlib Word2Vec baseline).",
+        choices=["sgns", "mllib"],
+    )
+    dim: int = option(64, "Vector dimension.")
+    window: int = option(5, "Largest context window; word2vec draws 1..window per center.")
+    negative: int = option(5, "Negative samples per positive pair, drawn proportionally to count^0.75.")
+    epochs: int = option(5, "Passes over the walks.")
+    subsample: float = option(1e-3, "Frequent-item subsampling threshold t (0 = off).")
+    learning_rate: float = option(0.025, "Initial learning rate, decaying linearly to 1e-4 of it.")
+    min_count: int = option(1, "Items seen fewer times in the walks get no vector.")
+    batch_size: int = option(1024, "Pairs per SGD batch and rank.")
+    seed: int = option(42, "Random seed.")
+    np: int = option(1, "Training processes (data-parallel ranks).")
+    launcher: str = option(
+        "horovod",
+        "horovod (Gloo), torch (TorchDistributor), or local (one process, no launcher).",
+        choices=["horovod", "torch", "local"],
+    )
+
+
+def build_vocab(walks: DataFrame, min_count: int = 1) -> DataFrame:
+    """`(idx, item_id, count)`: items of the walks, most frequent first (ties by item id)."""
+    counts = (
+        walks.select(F.explode("items").alias("item_id"))
+        .groupBy("item_id")
+        .agg(F.count(F.lit(1)).alias("count"))
+    )
+    ranked = Window.orderBy(F.desc("count"), "item_id")  # vocabulary-sized, not walk-sized
+    return counts.filter(F.col("count") >= min_count).withColumn("idx", F.row_number().over(ranked) - 1)
+
+
+def encode_walks(walks: DataFrame, vocab: DataFrame) -> DataFrame:
+    """`(walk_id, tokens array<int>)`: each walk as vocabulary indices, out-of-vocabulary items dropped."""
+    steps = walks.select("walk_id", F.posexplode("items").alias("pos", "item_id"))
+    joined = steps.join(vocab.select("item_id", F.col("idx").cast("int")), "item_id")
+    return joined.groupBy("walk_id").agg(
+        F.transform(F.array_sort(F.collect_list(F.struct("pos", "idx"))), lambda s: s["idx"]).alias("tokens")
+    )
+
+
+def mllib_word2vec(walks: DataFrame, cfg: EmbedConfig) -> DataFrame:
+    from pyspark.ml.feature import Word2Vec
+    from pyspark.ml.functions import vector_to_array
+
+    model = Word2Vec(
+        vectorSize=cfg.dim,
+        windowSize=cfg.window,
+        minCount=cfg.min_count,
+        maxIter=cfg.epochs,
+        stepSize=cfg.learning_rate,
+        seed=cfg.seed,
+        inputCol="items",
+    ).fit(walks)
+    return model.getVectors().select(
+        F.col("word").alias("item_id"), vector_to_array("vector", dtype="float32").alias("vector")
+    )
+
+
+def latest_walks_method(lake) -> str:
+    for entry in lake.history("walks"):
+        if entry.get("method"):
+            return entry["method"]
+    methods = [r.method for r in lake.read("walks").select("method").distinct().collect()]
+    if len(methods) != 1:
+        from recsys_spark.cli import UsageError
+
+        raise UsageError(f"walks holds methods {sorted(methods)}: choose one with --method")
+    return methods[0]
+
+
+def sgns_embeddings(spark, walks: DataFrame, cfg: EmbedConfig, scratch: str) -> tuple[DataFrame, list[dict]]:
+    """Train SGNS on `walks` and return `(item_id, vector)` plus each rank's metrics."""
+    from recsys_spark.train.launch import launch
+
+    vocab = build_vocab(walks, cfg.min_count).cache()
+    vocab_url, walks_url, out_url = f"{scratch}/vocab", f"{scratch}/walks", f"{scratch}/vectors"
+    vocab.coalesce(1).write.parquet(vocab_url)
+    # Enough files that every rank gets row groups of its own; Petastorm shards by row group.
+    encode_walks(walks, vocab).repartition(max(4 * cfg.np, 8)).write.parquet(walks_url)
+    params = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(SgnsParams) if hasattr(cfg, f.name)}
+    params["threads"] = max(1, (spark.sparkContext.defaultParallelism // max(cfg.np, 1)))
+    results = launch(
+        train_sgns,
+        {"walks_url": walks_url, "vocab_url": vocab_url, "out_url": out_url, "params": params},
+        num_proc=cfg.np,
+        launcher=cfg.launcher,
+    )
+    vectors = spark.read.parquet(out_url)
+    return vectors, results
+
+
+def run(cfg: EmbedConfig, spark, lake) -> int:
+    started = time.time()
+    method = cfg.method or latest_walks_method(lake)
+    walks = lake.read("walks").filter(F.col("method") == method).select("walk_id", "items")
+    scratch = scratch_dir(lake)
+    try:
+        if cfg.trainer == "mllib":
+            vectors, results, stored = mllib_word2vec(walks, cfg), [], f"mllib-{method}"
+        else:
+            vectors, results = sgns_embeddings(spark, walks, cfg, scratch)
+            stored = method
+        version = lake.overwrite_partitions(
+            "item_embeddings",
+            vectors.withColumn("method", F.lit(stored)),
+            "method",
+            [stored],
+            metadata={"date": str(cfg.date), "job": "embed", "method": stored, "trainer": cfg.trainer},
+        )
+    finally:
+        from recsys_spark.graph.job import remove_dir
+
+        remove_dir(scratch)
+    seconds = time.time() - started
+    count = lake.read("item_embeddings").filter(F.col("method") == stored).count()
+    print(f"item_embeddings {stored}: {count:,} vectors of dim {cfg.dim} (version {version}, {seconds:.1f}s)")
+    for r in results:
+        print(
+            f"  rank {r['rank']}/{r['size']} ({r['backend']}): {r['walks']:,} walks, {r['raw_tokens']:,} tokens, "
+            f"{r['pairs']:,} pairs in {r['seconds']:.1f}s, mean loss {r['mean_loss']:.4f}"
+        )
+    return 0

@@ -1,0 +1,182 @@
+"""Skip-gram with negative sampling (word2vec's SGNS) in PyTorch, one rank of a data-parallel run.
+
+Each rank reads its shard of the integer-encoded walks through Petastorm (row groups split by rank, so
+every walk is read exactly once per epoch across ranks), builds (center, context) pairs as word2vec
+does — frequent-item subsampling, a dynamic window drawn per center, negatives drawn from
+count^0.75 — and applies word2vec's own sparse SGD update with a learning rate decaying linearly to
+`learning_rate * 1e-4`. Ranks average their tables with an allreduce every `sync_every` batches and
+at the end (periodic model averaging, as MLlib's Word2Vec does across partitions), so the run costs
+O(batch) work per step instead of a dense O(vocabulary) gradient exchange.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SgnsParams:
+    dim: int = 64
+    window: int = 5
+    negative: int = 5
+    epochs: int = 5
+    subsample: float = 1e-3
+    learning_rate: float = 0.025
+    batch_size: int = 1024
+    sync_every: int = 50
+    seed: int = 42
+    threads: int = 1
+
+
+def keep_probabilities(counts: np.ndarray, subsample: float) -> np.ndarray:
+    """word2vec's subsampling: keep an occurrence of w with probability (sqrt(f/t) + 1) * t / f."""
+    if subsample <= 0:
+        return np.ones(len(counts))
+    freq = counts / counts.sum()
+    return np.minimum(1.0, (np.sqrt(freq / subsample) + 1.0) * subsample / freq)
+
+
+def skipgram_pairs(walks: list[np.ndarray], keep: np.ndarray, window: int, rng: np.random.Generator):
+    """(center, context) pairs of all walks: subsample, then a window b ~ U{1..window} per center."""
+    kept = [w[rng.random(len(w)) < keep[w]] for w in walks]
+    kept = [w for w in kept if len(w) > 1]
+    if not kept:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    tokens = np.concatenate(kept)
+    walk_of = np.repeat(np.arange(len(kept)), [len(w) for w in kept])
+    reach = rng.integers(1, window + 1, size=len(tokens))
+    centers, contexts = [], []
+    for d in range(1, window + 1):
+        same = walk_of[d:] == walk_of[:-d]
+        fwd = same & (reach[:-d] >= d)  # center i, context i + d
+        bwd = same & (reach[d:] >= d)  # center i + d, context i
+        centers += [tokens[:-d][fwd], tokens[d:][bwd]]
+        contexts += [tokens[d:][fwd], tokens[:-d][bwd]]
+    return np.concatenate(centers), np.concatenate(contexts)
+
+
+def _read_shard(walks_url: str, rank: int, size: int, seed: int) -> list[np.ndarray]:
+    import warnings
+
+    from petastorm import make_batch_reader
+
+    walks: list[np.ndarray] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with make_batch_reader(
+            walks_url,
+            cur_shard=rank,
+            shard_count=size,
+            num_epochs=1,
+            shuffle_row_groups=True,
+            seed=seed,
+            workers_count=1,
+        ) as reader:
+            for batch in reader:
+                walks.extend(np.asarray(t, dtype=np.int64) for t in batch.tokens)
+    return walks
+
+
+def train_sgns(comm, walks_url: str, vocab_url: str, out_url: str, params: dict) -> dict:
+    """One rank's training; rank 0 writes `(item_id, vector)` Parquet to `out_url`. Returns metrics."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    from recsys_spark.lake.commit import filesystem
+
+    p = SgnsParams(**params)
+    torch.set_num_threads(max(1, p.threads))
+    fs, vocab_path = filesystem(vocab_url)
+    vocab = pq.read_table(vocab_path, filesystem=fs).sort_by("idx")
+    counts = vocab.column("count").to_numpy().astype(np.float64)
+    size = len(counts)
+    noise = np.cumsum(counts**0.75)
+    noise /= noise[-1]
+    keep = keep_probabilities(counts, p.subsample)
+
+    gen = torch.Generator().manual_seed(p.seed)
+    w_in = (torch.rand(size, p.dim, generator=gen) - 0.5) / p.dim
+    w_out = torch.zeros(size, p.dim)
+    comm.broadcast_(w_in)
+    comm.broadcast_(w_out)
+
+    shard = _read_shard(walks_url, comm.rank, comm.size, p.seed)
+    raw_tokens = sum(len(w) for w in shard)
+    started, step, pairs_done, loss_sum = time.time(), 0, 0, 0.0
+    steps_per_epoch = comm.allreduce_max(
+        max(
+            1,
+            int(
+                np.ceil(
+                    len(skipgram_pairs(shard, keep, p.window, np.random.default_rng(0))[0]) / p.batch_size
+                )
+            ),
+        )
+    )
+    total_steps = p.epochs * steps_per_epoch
+    for epoch in range(p.epochs):
+        rng = np.random.default_rng([p.seed, comm.rank, epoch])
+        centers, contexts = skipgram_pairs(shard, keep, p.window, rng)
+        order = rng.permutation(len(centers))
+        for b in range(steps_per_epoch):
+            if len(order) == 0:
+                idx = np.empty(0, dtype=np.int64)
+            else:  # ranks with fewer pairs cycle theirs, so every rank takes the same number of steps
+                idx = order[np.arange(b * p.batch_size, (b + 1) * p.batch_size) % len(order)]
+            lr = p.learning_rate * max(1e-4, 1.0 - step / total_steps)
+            if len(idx):
+                loss_sum += _sgns_update(w_in, w_out, centers[idx], contexts[idx], noise, p.negative, lr, rng)
+                pairs_done += len(idx)
+            step += 1
+            if comm.size > 1 and step % p.sync_every == 0:
+                comm.allreduce_mean_(w_in)
+                comm.allreduce_mean_(w_out)
+    if comm.size > 1:
+        comm.allreduce_mean_(w_in)
+        comm.allreduce_mean_(w_out)
+    seconds = time.time() - started
+    if comm.rank == 0:
+        out_fs, out_path = filesystem(out_url)
+        out_fs.create_dir(out_path, recursive=True)
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(w_in.numpy().ravel(), pa.float32()), p.dim)
+        table = pa.table({"item_id": vocab.column("item_id"), "vector": vectors.cast(pa.list_(pa.float32()))})
+        pq.write_table(table, f"{out_path}/part-0.parquet", filesystem=out_fs)
+    return {
+        "rank": comm.rank,
+        "size": comm.size,
+        "backend": comm.backend,
+        "walks": len(shard),
+        "raw_tokens": raw_tokens,
+        "pairs": pairs_done,
+        "seconds": seconds,
+        "mean_loss": loss_sum / max(pairs_done, 1),
+        "params": asdict(p),
+    }
+
+
+def _sgns_update(w_in, w_out, centers, contexts, noise, negative, lr, rng) -> float:
+    """word2vec's update for a batch; returns the summed loss before the update."""
+    import torch
+
+    c = torch.from_numpy(centers)
+    negs = np.searchsorted(noise, rng.random((len(contexts), negative)))
+    targets = torch.from_numpy(np.concatenate([contexts[:, None], negs], axis=1))
+    u = w_in[c]  # (B, d)
+    v = w_out[targets]  # (B, 1 + K, d)
+    scores = torch.bmm(v, u.unsqueeze(2)).squeeze(2)
+    labels = torch.zeros_like(scores)
+    labels[:, 0] = 1.0
+    g = (labels - torch.sigmoid(scores)) * lr
+    loss = -(
+        torch.nn.functional.logsigmoid(scores[:, 0]).sum()
+        + torch.nn.functional.logsigmoid(-scores[:, 1:]).sum()
+    )
+    grad_u = (g.unsqueeze(2) * v).sum(1)
+    grad_v = g.unsqueeze(2) * u.unsqueeze(1)
+    w_out.index_add_(0, targets.reshape(-1), grad_v.reshape(-1, w_out.shape[1]))
+    w_in.index_add_(0, c, grad_u)
+    return float(loss)

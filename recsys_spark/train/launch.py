@@ -1,0 +1,151 @@
+"""The shared training runner: one function, run data-parallel under Horovod or torch.distributed.
+
+A training function takes a `Comm` (rank, size and the few collectives training needs) plus keyword
+arguments, and is started by `launch(fn, kwargs, num_proc, launcher)`:
+
+- `horovod` (default): real Horovod processes over Gloo, started in Spark tasks by `horovod.spark.run`
+  on the current Spark master (so `num_proc` must not exceed the free task slots);
+- `torch`: `pyspark.ml.torch.distributor.TorchDistributor` with torch.distributed over Gloo, because
+  Horovod has had no release since 2023 and a second launcher keeps the code honest;
+- `local`: one process, in this interpreter (quick runs, debugging).
+
+Only small results (metrics dicts) come back; models and vectors are written to storage by rank 0.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LAUNCHERS = ("horovod", "torch", "local")
+
+
+class Comm:
+    """Rank, size and collectives, with the same meaning on every backend."""
+
+    backend = "local"
+    rank = 0
+    size = 1
+
+    def allreduce_mean_(self, tensor) -> None:
+        """Average `tensor` in place across ranks."""
+
+    def allreduce_max(self, value: int) -> int:
+        return value
+
+    def allreduce_sum(self, value: float) -> float:
+        return value
+
+    def broadcast_(self, tensor, root: int = 0) -> None:
+        """Overwrite `tensor` on every rank with root's copy."""
+
+    def shutdown(self) -> None:
+        pass
+
+
+class HorovodComm(Comm):
+    backend = "horovod"
+
+    def __init__(self) -> None:
+        import horovod.torch as hvd
+
+        hvd.init()
+        self.hvd = hvd
+        self.rank, self.size = hvd.rank(), hvd.size()
+
+    def allreduce_mean_(self, tensor) -> None:
+        tensor.copy_(self.hvd.allreduce(tensor, op=self.hvd.Average))
+
+    def allreduce_max(self, value: int) -> int:
+        import torch
+
+        return int(self.hvd.allreduce(torch.tensor([value], dtype=torch.int64), op=self.hvd.Max).item())
+
+    def allreduce_sum(self, value: float) -> float:
+        import torch
+
+        return float(self.hvd.allreduce(torch.tensor([value], dtype=torch.float64), op=self.hvd.Sum).item())
+
+    def broadcast_(self, tensor, root: int = 0) -> None:
+        self.hvd.broadcast_(tensor, root_rank=root)
+
+    def shutdown(self) -> None:
+        self.hvd.shutdown()
+
+
+class TorchComm(Comm):
+    backend = "torch"
+
+    def __init__(self) -> None:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        self.dist = dist
+        self.rank, self.size = dist.get_rank(), dist.get_world_size()
+
+    def allreduce_mean_(self, tensor) -> None:
+        self.dist.all_reduce(tensor, op=self.dist.ReduceOp.SUM)
+        tensor.div_(self.size)
+
+    def allreduce_max(self, value: int) -> int:
+        import torch
+
+        t = torch.tensor([value], dtype=torch.int64)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def allreduce_sum(self, value: float) -> float:
+        import torch
+
+        t = torch.tensor([value], dtype=torch.float64)
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.SUM)
+        return float(t.item())
+
+    def broadcast_(self, tensor, root: int = 0) -> None:
+        self.dist.broadcast(tensor, src=root)
+
+    def shutdown(self) -> None:
+        self.dist.destroy_process_group()
+
+
+def _entry(fn: Callable[..., Any], backend: str, kwargs: dict) -> Any:
+    comm = {"horovod": HorovodComm, "torch": TorchComm, "local": Comm}[backend]()
+    try:
+        return fn(comm, **kwargs)
+    finally:
+        comm.shutdown()
+
+
+def launch(fn: Callable[..., Any], kwargs: dict, num_proc: int = 1, launcher: str = "horovod") -> list[Any]:
+    """Run `fn(comm, **kwargs)` on `num_proc` ranks; returns what each rank returned (rank 0 first).
+
+    TorchDistributor only hands back rank 0's result, so with `torch` the list has one element.
+    """
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"unknown launcher {launcher!r}; choose one of {LAUNCHERS}")
+    if num_proc < 1:
+        raise ValueError("num_proc must be >= 1")
+    log.info("launching %s on %d %s process(es)", getattr(fn, "__name__", fn), num_proc, launcher)
+    if launcher == "local":
+        if num_proc != 1:
+            raise ValueError("the local launcher runs exactly one process; use horovod or torch for --np > 1")
+        return [_entry(fn, "local", kwargs)]
+    if launcher == "horovod":
+        import horovod.spark
+
+        return list(
+            horovod.spark.run(
+                _entry, args=(fn, "horovod", kwargs), num_proc=num_proc, use_gloo=True, verbose=0
+            )
+        )
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    return [
+        TorchDistributor(num_processes=num_proc, local_mode=True, use_gpu=False).run(
+            _entry, fn, "torch", kwargs
+        )
+    ]
