@@ -18,14 +18,26 @@ from recsys_spark.config import DatedConfig, option
 log = logging.getLogger(__name__)
 
 SIMILARITY_ALGOS = ("itemcf", "swing", "usercf")
+WALK_METHODS = ("deepwalk", "node2vec")
 
 
 @dataclass
 class DailyConfig(DatedConfig):
-    """Runs, in order: stats -> similarity (itemcf, swing, usercf). Later stages join as they land."""
+    """Runs, in order: stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
+    -> embeddings (deepwalk, node2vec). Later stages join as they land."""
 
-    skip: list[str] = option([], "Stages to leave out, e.g. --skip usercf stats.")
+    skip: list[str] = option([], "Stages to leave out, e.g. --skip usercf node2vec-walks.")
     top_k: int = option(100, "Neighbours kept per id by the similarity stages.")
+    num_walks: int = option(10, "Walks started from every item.")
+    walk_length: int = option(40, "Items per walk at most.")
+    p: float = option(1.0, "Node2vec return parameter.")
+    q: float = option(0.5, "Node2vec in-out parameter (< 1 explores outward, DFS-like).")
+    dim: int = option(64, "Embedding dimension.")
+    epochs: int = option(5, "Embedding training epochs.")
+    np: int = option(1, "Training processes for the embeddings.")
+    launcher: str = option(
+        "horovod", "Training launcher: horovod, torch or local.", choices=["horovod", "torch", "local"]
+    )
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,7 @@ class Stage:
     module: str
     config_class: str
     options: Callable[[DailyConfig], dict]
+    function: str = "run"
 
 
 def _common(cfg: DailyConfig) -> dict:
@@ -46,8 +59,36 @@ def _common(cfg: DailyConfig) -> dict:
     }
 
 
+def _walks(method: str) -> Callable[[DailyConfig], dict]:
+    def options(cfg: DailyConfig) -> dict:
+        extra = {"p": cfg.p, "q": cfg.q} if method == "node2vec" else {}
+        return {
+            **_common(cfg),
+            "method": method,
+            "num_walks": cfg.num_walks,
+            "walk_length": cfg.walk_length,
+            **extra,
+        }
+
+    return options
+
+
+def _embed(method: str) -> Callable[[DailyConfig], dict]:
+    def options(cfg: DailyConfig) -> dict:
+        return {
+            **_common(cfg),
+            "method": method,
+            "dim": cfg.dim,
+            "epochs": cfg.epochs,
+            "np": cfg.np,
+            "launcher": cfg.launcher,
+        }
+
+    return options
+
+
 STAGES: tuple[Stage, ...] = (
-    Stage("stats", "recsys_spark.stats", "StatsConfig", lambda cfg: _common(cfg)),
+    Stage("stats", "recsys_spark.stats", "StatsConfig", _common),
     *(
         Stage(
             algo,
@@ -57,6 +98,12 @@ STAGES: tuple[Stage, ...] = (
         )
         for algo in SIMILARITY_ALGOS
     ),
+    Stage("graph", "recsys_spark.graph.job", "GraphConfig", _common, "run_graph"),
+    *(
+        Stage(f"{m}-walks", "recsys_spark.graph.job", "WalksConfig", _walks(m), "run_walks")
+        for m in WALK_METHODS
+    ),
+    *(Stage(f"{m}-embed", "recsys_spark.graph.embed", "EmbedConfig", _embed(m)) for m in WALK_METHODS),
 )
 
 
@@ -74,7 +121,7 @@ def run(cfg: DailyConfig, spark, lake) -> int:
         module = importlib.import_module(stage.module)
         stage_cfg = getattr(module, stage.config_class)(**stage.options(cfg))
         stage_started = time.time()
-        code = module.run(stage_cfg, spark, lake)
+        code = getattr(module, stage.function)(stage_cfg, spark, lake)
         timings.append((stage.name, time.time() - stage_started))
         if code:
             log.error(

@@ -132,3 +132,18 @@ def test_torch_distributor_launcher_runs_the_same_training(spark, tmp_path):
     _, vectors, results = _train(spark, tmp_path, "torch", 2)
     assert results[0]["backend"] == "torch" and results[0]["size"] == 2
     assert precision_at_10(vectors) > 0.7
+
+
+def test_quality_measures_and_plot():
+    from recsys_spark.graph.quality import precision_at_k, projection_svg, random_precision
+
+    clusters = np.repeat(np.arange(4), 12)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 8)) * 5
+    good = centres[clusters] + rng.normal(size=(48, 8)) * 0.1
+    assert precision_at_k(good, clusters, 10) == 1.0
+    noise = rng.normal(size=(48, 8))
+    assert precision_at_k(noise, clusters, 10) < 0.5
+    assert random_precision(clusters) == pytest.approx(11 / 47)
+    svg = projection_svg(good, clusters, "t")
+    assert svg.startswith("<svg") and svg.count("<circle") == 48

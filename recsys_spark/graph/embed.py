@@ -149,6 +149,16 @@ def run(cfg: EmbedConfig, spark, lake) -> int:
     seconds = time.time() - started
     count = lake.read("item_embeddings").filter(F.col("method") == stored).count()
     print(f"item_embeddings {stored}: {count:,} vectors of dim {cfg.dim} (version {version}, {seconds:.1f}s)")
+    if lake.exists("truth_items"):  # synthetic data: measure how well the planted clusters are recovered
+        from recsys_spark.graph.quality import embedding_report, write_report
+
+        vectors_now = lake.read("item_embeddings").filter(F.col("method") == stored)
+        report = embedding_report(vectors_now, lake.read("truth_items"), stored)
+        path = write_report(lake, f"{cfg.date}-{stored}", [report])
+        print(
+            f"  precision@10 against planted clusters: {report['precision@10']:.3f} "
+            f"(random {report['random_precision@10']:.3f}; {report['items']} items; report {path})"
+        )
     for r in results:
         print(
             f"  rank {r['rank']}/{r['size']} ({r['backend']}): {r['walks']:,} walks, {r['raw_tokens']:,} tokens, "
