@@ -118,8 +118,14 @@ class Lake:
         """Versions newest first: `version`, `timestamp`, `operation` and the commit's metadata."""
         if self.engine == "spark":
             rows = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.spark_uri(table)}`").collect()
+            # Our commit metadata travels as JSON in userMetadata: flatten it as delta-rs does.
             out = [
-                {"version": r["version"], "timestamp": r["timestamp"], "operation": r["operation"]}
+                {
+                    **json.loads(r["userMetadata"] or "{}"),
+                    "version": r["version"],
+                    "timestamp": r["timestamp"],
+                    "operation": r["operation"],
+                }
                 for r in rows
             ]
             return out[:limit] if limit else out
