@@ -72,6 +72,8 @@ def planted_graph(spark, clusters=6, per_cluster=15, seed=0):
                     rows.append((a, str(b), float(rng.integers(1, 4))))
             if rng.random() < 0.1:
                 rows.append((a, f"c{(c + 1) % clusters}_{rng.integers(per_cluster)}", 1.0))
+            if rng.random() < 0.1:  # dead ends: walks of different lengths
+                rows.append((a, f"c{c}_end{rng.integers(2)}", 1.0))
     rows = list({(a, b): (a, b, w) for a, b, w in rows}.values())
     return spark.createDataFrame(rows, "src_item string, dst_item string, weight double")
 
@@ -93,6 +95,7 @@ def _train(spark, tmp_path, launcher, np_, epochs=3):
         WalkParams("deepwalk", num_walks=10, walk_length=20, seed=1),
         f"file://{tmp_path}/w",
     )
+    assert walks.selectExpr("size(items)").distinct().count() > 1  # ragged walks reach the ranks
     cfg = EmbedConfig(dim=16, epochs=epochs, launcher=launcher, np=np_, batch_size=256, seed=3)
     vectors, results = sgns_embeddings(spark, walks, cfg, f"file://{tmp_path}/scratch")
     got = {r.item_id: np.array(r.vector) for r in vectors.collect()}
@@ -112,7 +115,7 @@ def test_vocab_and_encoding(spark):
 
 def test_local_sgns_recovers_planted_clusters(spark, tmp_path):
     _, vectors, results = _train(spark, tmp_path, "local", 1, epochs=5)
-    assert len(vectors) == 90 and all(v.shape == (16,) and np.isfinite(v).all() for v in vectors.values())
+    assert len(vectors) >= 90 and all(v.shape == (16,) and np.isfinite(v).all() for v in vectors.values())
     assert precision_at_10(vectors) > 0.8  # random: 14/89 ≈ 0.16
     assert results[0]["pairs"] > 0
 

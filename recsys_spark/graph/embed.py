@@ -110,8 +110,15 @@ def sgns_embeddings(spark, walks: DataFrame, cfg: EmbedConfig, scratch: str) -> 
     vocab = build_vocab(walks, cfg.min_count).cache()
     vocab_url, walks_url, out_url = f"{scratch}/vocab", f"{scratch}/walks", f"{scratch}/vectors"
     vocab.coalesce(1).write.parquet(vocab_url)
-    # Enough files that every rank gets row groups of its own; Petastorm shards by row group.
-    encode_walks(walks, vocab).repartition(max(4 * cfg.np, 8)).write.parquet(walks_url)
+    # Petastorm's batch reader stacks list columns, so walks cut short at dead ends are padded with -1
+    # to one length (the ranks strip it). Enough files that every rank gets row groups of its own.
+    encoded = encode_walks(walks, vocab)
+    longest = encoded.agg(F.max(F.size("tokens"))).first()[0] or 1
+    padded = encoded.select(
+        "walk_id",
+        F.concat("tokens", F.array_repeat(F.lit(-1), F.lit(longest) - F.size("tokens"))).alias("tokens"),
+    )
+    padded.repartition(max(4 * cfg.np, 8)).write.parquet(walks_url)
     params = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(SgnsParams) if hasattr(cfg, f.name)}
     params["threads"] = max(1, (spark.sparkContext.defaultParallelism // max(cfg.np, 1)))
     results = launch(
@@ -154,7 +161,7 @@ def run(cfg: EmbedConfig, spark, lake) -> int:
 
         vectors_now = lake.read("item_embeddings").filter(F.col("method") == stored)
         report = embedding_report(vectors_now, lake.read("truth_items"), stored)
-        path = write_report(lake, f"{cfg.date}-{stored}", [report])
+        path = write_report(lake, str(cfg.date), report)
         print(
             f"  precision@10 against planted clusters: {report['precision@10']:.3f} "
             f"(random {report['random_precision@10']:.3f}; {report['items']} items; report {path})"

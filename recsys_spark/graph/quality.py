@@ -90,18 +90,16 @@ def embedding_report(
     }
 
 
-def write_report(lake, name: str, reports: list[dict]) -> str:
-    """`_reports/embeddings/<name>.json` (metrics) and `<name>-<label>.svg` (plots); returns the json path."""
+def write_report(lake, name: str, report: dict) -> str:
+    """`_reports/embeddings/<name>-<label>.json` (metrics) and `.svg` (plot); returns the json path."""
     from recsys_spark.lake.commit import filesystem
 
     fs, folder = filesystem(lake.path("_reports", "embeddings"))
     fs.create_dir(folder, recursive=True)
-    for report in reports:
-        if report.get("svg"):
-            with fs.open_output_stream(f"{folder}/{name}-{report['label']}.svg") as out:
-                out.write(report["svg"].encode())
-    summary = [{k: v for k, v in r.items() if k != "svg"} for r in reports]
-    path = f"{folder}/{name}.json"
-    with fs.open_output_stream(path) as out:
-        out.write(json.dumps(summary, indent=2).encode())
-    return path
+    stem = f"{folder}/{name}-{report['label']}"
+    if report.get("svg"):
+        with fs.open_output_stream(f"{stem}.svg") as out:
+            out.write(report["svg"].encode())
+    with fs.open_output_stream(f"{stem}.json") as out:
+        out.write(json.dumps({k: v for k, v in report.items() if k != "svg"}, indent=2).encode())
+    return f"{stem}.json"

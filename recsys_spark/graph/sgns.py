@@ -76,7 +76,9 @@ def _read_shard(walks_url: str, rank: int, size: int, seed: int) -> list[np.ndar
             workers_count=1,
         ) as reader:
             for batch in reader:
-                walks.extend(np.asarray(t, dtype=np.int64) for t in batch.tokens)
+                walks.extend(
+                    t[t >= 0] for t in np.asarray(batch.tokens, dtype=np.int64)
+                )  # drop the -1 padding
     return walks
 
 
