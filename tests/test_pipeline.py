@@ -1,0 +1,95 @@
+"""The daily pipeline end to end on a small synthetic lake, through the CLI and spark-submit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recsys_spark import cli
+from recsys_spark.lake import Lake
+
+REPO = Path(__file__).resolve().parents[1]
+DAILY_TABLES = [
+    "daily_counts",
+    "user_stats",
+    "item_stats",
+    "itemcf_sim",
+    "swing_sim",
+    "usercf_sim",
+    "item_graph",
+    "walks",
+    "item_embeddings",
+]
+
+
+@pytest.fixture(scope="module")
+def daily_lake(spark, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("daily") / "lake")
+    args = ["--lake", root, "--users", "300", "--items", "150", "--days", "4", "--seed", "3"]
+    assert cli.main(["generate", *args], spark=spark) == 0
+    daily = ["run-daily", "--lake", root, "--num-walks", "3", "--walk-length", "10", "--dim", "8", "--epochs", "1"]
+    assert cli.main(daily, spark=spark) == 0
+    return Lake(spark, root)
+
+
+@pytest.mark.slow
+def test_run_daily_produces_every_table(daily_lake):
+    tables = set(daily_lake.tables())
+    assert set(DAILY_TABLES) <= tables, sorted(set(DAILY_TABLES) - tables)
+    for table in DAILY_TABLES:
+        assert daily_lake.read(table).count() > 0, table
+    methods = {r.method for r in daily_lake.read("walks").select("method").distinct().collect()}
+    assert methods == {"deepwalk", "node2vec"}
+    embedded = {r.method for r in daily_lake.read("item_embeddings").select("method").distinct().collect()}
+    assert embedded == {"deepwalk", "node2vec"}
+    report = json.loads(Path(daily_lake.path("_reports", "embeddings", "2026-11-04-deepwalk.json")).read_text())
+    assert report["precision@10"] > report["random_precision@10"]
+
+
+@pytest.mark.slow
+def test_rerunning_a_day_is_idempotent(spark, daily_lake):
+    before = {t: sorted(map(tuple, daily_lake.read(t).drop("vector").collect())) for t in ("swing_sim", "item_graph", "walks")}
+    args = ["run-daily", "--lake", daily_lake.root, "--skip", "stats", "itemcf", "usercf", "deepwalk-embed", "node2vec-embed"]
+    assert cli.main([*args, "--num-walks", "3", "--walk-length", "10"], spark=spark) == 0
+    after = {t: sorted(map(tuple, daily_lake.read(t).drop("vector").collect())) for t in before}
+    assert after == before
+
+
+def test_unknown_stage_is_a_usage_error(spark, tmp_path, capsys):
+    assert cli.main(["run-daily", "--lake", str(tmp_path), "--date", "2026-11-01", "--skip", "nope"], spark=spark) == 2
+    assert "unknown stages ['nope']" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_spark_submit_runs_walks_on_the_lake(daily_lake):
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "spark-submit"),
+            "--master",
+            "local[2]",
+            str(REPO / "jobs" / "walks.py"),
+            "--lake",
+            daily_lake.root,
+            "--method",
+            "node2vec",
+            "--num-walks",
+            "2",
+            "--walk-length",
+            "5",
+            "--q",
+            "0.5",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "walks node2vec:" in result.stdout
+    assert daily_lake.read("walks").filter("method = 'node2vec'").selectExpr("max(size(items))").first()[0] <= 5
