@@ -41,7 +41,9 @@ def peer_ingest(csv_path: str, table_path: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--workdir", default=None, help="Scratch folder (default: a temporary one).")
     args = parser.parse_args()
@@ -71,7 +73,9 @@ def main() -> None:
 
             ing_lake = Lake(spark, os.path.join(workdir, f"ingest-{size}"))
             with PeakMemory() as ing_mem, Timer() as ing_t:
-                summary = ingest(IngestConfig(events=csv_path, format="canonical", run_id="bench"), spark, ing_lake)
+                summary = ingest(
+                    IngestConfig(events=csv_path, format="canonical", run_id="bench"), spark, ing_lake
+                )
             with PeakMemory() as peer_mem, Timer() as peer_t:
                 peer_rows = peer_ingest(csv_path, os.path.join(workdir, f"peer-{size}"))
             rows.append(

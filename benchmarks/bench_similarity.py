@@ -60,7 +60,18 @@ class Options:  # the defaults of SimilarityConfig, without the lake/CLI fields
     pair_partitions: int = 0
 
 
-def run_ours(spark, path: str, algo: str, k: int, options: Options) -> tuple[float, dict[str, list[str]]]:
+def generated_events(spark, n_events: int, path: str) -> pd.DataFrame:
+    """Events from our own generator (`recsys_spark.generate`, seed 1), written as Parquet at `path`."""
+    from recsys_spark.generate import config_for_events, generate_tables
+
+    events = generate_tables(spark, config_for_events(n_events, seed=1))["events"]
+    events.select("user_id", "item_id", "event", "ts").write.parquet(path)
+    return pd.read_parquet(path)
+
+
+def run_ours(
+    spark, path: str, algo: str, k: int, options: Options, day: dt.date
+) -> tuple[float, dict[str, list[str]]]:
     from pyspark.sql import functions as F
 
     from recsys_spark.similarity import (
@@ -74,7 +85,7 @@ def run_ours(spark, path: str, algo: str, k: int, options: Options) -> tuple[flo
     compute = {"swing": swing_similarity, "itemcf": itemcf_similarity}[algo]
     started = time.time()
     events = spark.read.parquet(path).withColumn("dt", F.to_date("ts"))
-    inter = interest_weights(events, dt.date(2026, 3, 31), 0)
+    inter = interest_weights(events, day, 0)
     ranked = top_k(
         both_directions(compute(inter, options), "item_id", "sim_item_id", "item_id", "sim_item_id"),
         "item_id",
@@ -163,7 +174,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000], help="Event counts to time.")
     parser.add_argument("--top-k", type=int, default=50)
+    parser.add_argument(
+        "--source",
+        default="generated",
+        choices=["generated", "zipf"],
+        help="generated: recsys-spark's synthetic generator; zipf: independent power-law draws (no structure).",
+    )
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument(
+        "--peers",
+        nargs="*",
+        default=["implicit", "recfarm-itemcf", "recfarm-swing"],
+        choices=["implicit", "recfarm-itemcf", "recfarm-swing"],
+        help="Peers to time (recfarm's Swing grows fastest with size: leave it out at 20M).",
+    )
     parser.add_argument("--algos", nargs="+", default=["itemcf", "swing"], choices=["itemcf", "swing"])
     parser.add_argument(
         "--uncapped",
@@ -179,15 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.events:
-            events = synthetic_events(n)
             path = os.path.join(tmp, f"events_{n}.parquet")
-            events.to_parquet(path, index=False)
+            if args.source == "generated":
+                events = generated_events(spark, n, path)
+            else:
+                events = synthetic_events(n)
+                events.to_parquet(path, index=False)
+            day = pd.Timestamp(events["ts"].max()).date()
             matrix, names = interest_matrix(events)
             for algo in args.algos:
-                ours_s, ours = run_ours(spark, path, algo, args.top_k, options)
+                ours_s, ours = run_ours(spark, path, algo, args.top_k, options, day)
                 rows.append(
                     dict(
-                        events=n,
+                        events=len(events),
                         algo=algo,
                         impl="recsys-spark",
                         seconds=ours_s,
@@ -196,19 +224,36 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
                 peers = []
-                if algo == "itemcf" and (got := run_implicit(matrix, names, args.top_k)):
+                if (
+                    algo == "itemcf"
+                    and "implicit" in args.peers
+                    and (got := run_implicit(matrix, names, args.top_k))
+                ):
                     peers.append(("implicit", got[0], overlap(ours, got[1])))
-                if (secs := run_recfarm(matrix, algo, args.top_k)) is not None:
+                if (
+                    f"recfarm-{algo}" in args.peers
+                    and (secs := run_recfarm(matrix, algo, args.top_k)) is not None
+                ):
                     peers.append(("recfarm", secs, float("nan")))
                 for name, secs, share in peers:
                     rows.append(
-                        dict(events=n, algo=algo, impl=name, seconds=secs, ratio=ours_s / secs, overlap=share)
+                        dict(
+                            events=len(events),
+                            algo=algo,
+                            impl=name,
+                            seconds=secs,
+                            ratio=ours_s / secs,
+                            overlap=share,
+                        )
                     )
-                print(f"done: {n} events, {algo}: ours {ours_s:.1f}s", file=sys.stderr, flush=True)
+                print(f"done: {len(events)} events, {algo}: ours {ours_s:.1f}s", file=sys.stderr, flush=True)
     table = pd.DataFrame(rows)
     table["events/s"] = (table["events"] / table["seconds"]).round(0)
     table = table.rename(columns={"ratio": "ours/peer", "overlap": f"top{args.top_k} overlap"})
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out, exist_ok=True)
+    table.to_json(os.path.join(out, "similarity.json"), orient="records", indent=2)
     spark.stop()
     return 0
 
