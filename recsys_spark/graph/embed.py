@@ -120,7 +120,6 @@ def sgns_embeddings(spark, walks: DataFrame, cfg: EmbedConfig, scratch: str) -> 
     )
     padded.repartition(max(4 * cfg.np, 8)).write.parquet(walks_url)
     params = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(SgnsParams) if hasattr(cfg, f.name)}
-    params["threads"] = max(1, (spark.sparkContext.defaultParallelism // max(cfg.np, 1)))
     results = launch(
         train_sgns,
         {"walks_url": walks_url, "vocab_url": vocab_url, "out_url": out_url, "params": params},

@@ -28,7 +28,6 @@ class SgnsParams:
     batch_size: int = 1024
     sync_every: int = 50
     seed: int = 42
-    threads: int = 1
 
 
 def keep_probabilities(counts: np.ndarray, subsample: float) -> np.ndarray:
@@ -91,7 +90,6 @@ def train_sgns(comm, walks_url: str, vocab_url: str, out_url: str, params: dict)
     from recsys_spark.lake.commit import filesystem
 
     p = SgnsParams(**params)
-    torch.set_num_threads(max(1, p.threads))
     fs, vocab_path = filesystem(vocab_url)
     vocab = pq.read_table(vocab_path, filesystem=fs).sort_by("idx")
     counts = vocab.column("count").to_numpy().astype(np.float64)
