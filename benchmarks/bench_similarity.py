@@ -230,11 +230,15 @@ def main(argv: list[str] | None = None) -> int:
                     and (got := run_implicit(matrix, names, args.top_k))
                 ):
                     peers.append(("implicit", got[0], overlap(ours, got[1])))
-                if (
-                    f"recfarm-{algo}" in args.peers
-                    and (secs := run_recfarm(matrix, algo, args.top_k)) is not None
-                ):
-                    peers.append(("recfarm", secs, float("nan")))
+                if f"recfarm-{algo}" in args.peers:
+                    try:
+                        if (secs := run_recfarm(matrix, algo, args.top_k)) is not None:
+                            peers.append(("recfarm", secs, float("nan")))
+                    except (
+                        ValueError,
+                        OverflowError,
+                    ) as exc:  # seen at 20M: an integer overflow inside recfarm
+                        print(f"recfarm {algo} failed at {len(events)} events: {exc}", flush=True)
                 for name, secs, share in peers:
                     rows.append(
                         dict(
@@ -247,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
                 print(f"done: {len(events)} events, {algo}: ours {ours_s:.1f}s", file=sys.stderr, flush=True)
+                for row in rows[-1 - len(peers) :]:
+                    print("row:", row, flush=True)  # partial results survive a later failure
     table = pd.DataFrame(rows)
     table["events/s"] = (table["events"] / table["seconds"]).round(0)
     table = table.rename(columns={"ratio": "ours/peer", "overlap": f"top{args.top_k} overlap"})
