@@ -12,6 +12,7 @@ caps, and recfarm's Swing has no user weights, so overlaps measure agreement, no
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import sys
@@ -48,18 +49,6 @@ def synthetic_events(n_events: int, seed: int = 0) -> pd.DataFrame:
     )
 
 
-@dataclass
-class Options:  # the defaults of SimilarityConfig, without the lake/CLI fields
-    alpha1: float = 15.0
-    alpha2: float = 0.0
-    beta: float = 0.3
-    max_users_per_item: int = 1000
-    min_user_items: int = 2
-    max_user_items: int = 1000
-    block_size: int = 256
-    pair_partitions: int = 0
-
-
 def generated_events(spark, n_events: int, path: str) -> pd.DataFrame:
     """Events from our own generator (`recsys_spark.generate`, seed 1), written as Parquet at `path`."""
     from recsys_spark.generate import config_for_events, generate_tables
@@ -70,7 +59,7 @@ def generated_events(spark, n_events: int, path: str) -> pd.DataFrame:
 
 
 def run_ours(
-    spark, path: str, algo: str, k: int, options: Options, day: dt.date
+    spark, path: str, algo: str, k: int, options, day: dt.date
 ) -> tuple[float, dict[str, list[str]]]:
     from pyspark.sql import functions as F
 
@@ -199,7 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_spark.session import spark_session
 
     spark = spark_session("bench-similarity", master=args.master)
-    options = Options(max_users_per_item=10**9, max_user_items=10**9) if args.uncapped else Options()
+    from recsys_spark.similarity.job import SimilarityConfig
+
+    # The job's own defaults, so the benchmark measures exactly what `recsys-spark similarity` runs.
+    options = SimilarityConfig()
+    if args.uncapped:
+        options = dataclasses.replace(options, max_users_per_item=10**9, max_user_items=10**9)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.events:
