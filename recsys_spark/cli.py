@@ -46,6 +46,12 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
     "graph": ("recsys_spark.graph.job", "GraphConfig", "run_graph", "Item graph from behaviour sequences."),
     "walks": ("recsys_spark.graph.job", "WalksConfig", "run_walks", "DeepWalk or Node2vec random walks."),
     "embed": ("recsys_spark.graph.embed", "EmbedConfig", "run", "Skip-gram item embeddings from the walks."),
+    "samples": (
+        "recsys_spark.samples.job",
+        "SamplesConfig",
+        "run",
+        "Recall and ranking training sets for one day.",
+    ),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
     "tables": (
         "recsys_spark.lake.show",

@@ -1,0 +1,173 @@
+"""`recsys-spark samples --date D`: the recall and ranking training sets of day D.
+
+`recall_samples` holds day D's positives and sampled negatives, `rank_samples` day D's shown pairs
+with one label per task; both carry the same leak-free features (`samples/features.py`: statistics
+of D-1, profiles, last-N clicks before D) and replace their `dt = D` partition, so re-running a day
+is idempotent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from recsys_spark.config import DatedConfig, option
+from recsys_spark.samples.features import (
+    ITEM_DENSE,
+    USER_DENSE,
+    features_day,
+    item_features,
+    last_n_clicks,
+    new_id_dense,
+    user_features,
+)
+from recsys_spark.samples.ranking import rank_examples
+from recsys_spark.samples.recall import recall_examples
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SamplesConfig(DatedConfig):
+    """Writes recall_samples and rank_samples for --date (features from D-1 and earlier only)."""
+
+    history_length: int = option(20, "Last-N clicked items kept as the user's behaviour sequence.")
+    history_days: int = option(30, "Days before --date scanned for the behaviour sequence.")
+    easy_negatives: int = option(4, "Easy negatives drawn per positive, proportionally to clicks^power.")
+    negative_power: float = option(
+        0.75, "Exponent of the 30-day click count in the easy-negative distribution."
+    )
+    hard_negatives: int = option(1, "Hard negatives per positive, from --hard-negative-channel.")
+    hard_negative_channel: str = option(
+        "swing",
+        "Item-to-item table giving hard negatives: swing, itemcf, or none.",
+        choices=["swing", "itemcf", "none"],
+    )
+    hard_negative_skip: int = option(
+        5, "Best-ranked channel candidates skipped as hard negatives (likely unseen true interests)."
+    )
+    hard_negative_max_rank: int = option(20, "Neighbours per history item considered for hard negatives.")
+    seed: int = option(42, "Seed of the negative sampling (hash-based: same seed, same samples).")
+
+
+def stats_of(lake, table: str, day: dt.date) -> DataFrame:
+    """`user_stats`/`item_stats` rows of `day`, rolled up from daily_counts when that day was never run.
+
+    The daily run computes statistics for D only, so D-1's are usually there from yesterday's run; on
+    a fresh lake they are rolled up on the fly from `daily_counts` (days after D-1 are ignored).
+    """
+    from recsys_spark.stats import StatsConfig, rollup_stats
+
+    if lake.exists(table):
+        rows = lake.read(table).filter(F.col("dt") == F.lit(day))
+        if rows.limit(1).count():
+            return rows
+    if not lake.exists("daily_counts"):
+        from recsys_spark.cli import UsageError
+
+        raise UsageError(f"{table} has no rows for {day} and there is no daily_counts: run `stats` first")
+    log.info("samples: %s has no rows for %s; rolling them up from daily_counts", table, day)
+    entity = "user" if table == "user_stats" else "item"
+    rolled = rollup_stats(lake.read("daily_counts"), day, entity, StatsConfig(date=day))
+    return rolled.withColumn("dt", F.lit(day)).cache()  # used by several joins: roll up once
+
+
+def with_features(
+    examples: DataFrame, users: DataFrame, items: DataFrame, hist: DataFrame, day: dt.date
+) -> DataFrame:
+    """Join user, history and item features; a user with no clicks before `day` gets an empty history,
+    an id with neither a profile row nor statistics the new-id vector (zeros, `is_new` = 1)."""
+    return (
+        examples.join(users, "user_id", "left")
+        .join(hist, "user_id", "left")
+        .join(items, "item_id", "left")
+        .withColumn("hist", F.coalesce("hist", F.array().cast("array<string>")))
+        .withColumn("user_dense", F.coalesce("user_dense", new_id_dense(USER_DENSE)))
+        .withColumn("item_dense", F.coalesce("item_dense", new_id_dense(ITEM_DENSE)))
+        .withColumn("features_dt", F.lit(features_day(day)))
+        .withColumn("dt", F.lit(day))
+    )
+
+
+def build_samples(lake, day: dt.date, cfg: SamplesConfig, period_events: DataFrame | None = None):
+    """`(recall_samples, rank_samples)` for `day`; `period_events` defaults to day D's events.
+
+    The incremental update passes the events newer than its watermark instead; features stay those
+    of `day` (statistics of D-1, history before D).
+    """
+    events = lake.read("events")
+    period = period_events if period_events is not None else events.filter(F.col("dt") == F.lit(day))
+    prev = features_day(day)
+    user_stats, item_stats = stats_of(lake, "user_stats", prev), stats_of(lake, "item_stats", prev)
+    users = user_features(lake.read("users"), user_stats, day)
+    items = item_features(lake.read("items"), item_stats, day)
+    hist = last_n_clicks(events, day, cfg.history_length, cfg.history_days).cache()
+    sim = None
+    if cfg.hard_negative_channel != "none" and cfg.hard_negatives > 0:
+        table = f"{cfg.hard_negative_channel}_sim"
+        if not lake.exists(table):
+            from recsys_spark.cli import UsageError
+
+            raise UsageError(
+                f"{table} does not exist: run `similarity --algo {cfg.hard_negative_channel}` first "
+                "or pass --hard-negative-channel none"
+            )
+        sim = lake.read(table)
+    clicks = item_stats.select("item_id", F.coalesce(F.col("click_30d"), F.lit(0)).alias("clicks"))
+    recall = recall_examples(
+        period,
+        hist,
+        clicks.filter(F.col("clicks") > 0),
+        sim,
+        cfg.easy_negatives,
+        cfg.hard_negatives,
+        cfg.negative_power,
+        cfg.hard_negative_skip,
+        cfg.hard_negative_max_rank,
+        cfg.seed,
+    )
+    rank = rank_examples(period)
+    return with_features(recall, users, items, hist, day), with_features(rank, users, items, hist, day)
+
+
+def validate(cfg: SamplesConfig) -> None:
+    from recsys_spark.cli import UsageError
+
+    for name in ("history_length", "history_days"):
+        if getattr(cfg, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("easy_negatives", "hard_negatives", "hard_negative_skip"):
+        if getattr(cfg, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
+    if cfg.negative_power < 0:
+        raise UsageError("--negative-power must be >= 0")
+
+
+def run(cfg: SamplesConfig, spark, lake) -> int:
+    validate(cfg)
+    day = cfg.date
+    started = time.time()
+    recall, rank = build_samples(lake, day, cfg)
+    meta = {"recsys.job": "samples", "recsys.date": str(day), "recsys.features_dt": str(features_day(day))}
+    versions = {
+        "recall_samples": lake.overwrite_dates("recall_samples", recall, [day], metadata=meta),
+        "rank_samples": lake.overwrite_dates("rank_samples", rank, [day], metadata=meta),
+    }
+    recall_now = lake.read("recall_samples").filter(F.col("dt") == F.lit(day))
+    mix = {r.sample_type: r["count"] for r in recall_now.groupBy("sample_type").count().collect()}
+    rank_now = lake.read("rank_samples").filter(F.col("dt") == F.lit(day))
+    rates = rank_now.agg(F.count(F.lit(1)).alias("rows"), F.avg("label_click"), F.avg("label_like")).first()
+    print(
+        f"samples {day}: recall_samples {sum(mix.values()):,} rows "
+        f"({', '.join(f'{k} {v:,}' for k, v in sorted(mix.items()))}; version {versions['recall_samples']})"
+    )
+    print(
+        f"samples {day}: rank_samples {rates[0]:,} rows, click rate {rates[1] or 0:.3f}, "
+        f"like rate {rates[2] or 0:.3f} (version {versions['rank_samples']}); {time.time() - started:.1f}s"
+    )
+    return 0
