@@ -1,0 +1,163 @@
+"""Two-tower recall model: user and item vectors whose dot product ranks the whole catalogue.
+
+The towers only meet in a dot product, so item vectors can be computed once for the catalogue and
+searched with an ANN index while the user tower runs online (it is exported as TorchScript). The pooled
+click history reuses the item-id table, so a user's history and the items they click live in one space.
+Training is an in-batch sampled softmax with logQ correction: popular items show up as in-batch
+negatives far more often than uniformly sampled ones, and subtracting log q(item) removes that bias.
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .features import USER_KEYS, FeatureSizes, RecModel, masked_mean, mlp
+
+
+class TwoTower(RecModel):
+    """User tower and item tower ending in L2-normalised `out_dim` vectors.
+
+    Hyperparameters: `id_dim` user/item id embedding width (32), `side_dim` width of the gender, age,
+    region, category and author embeddings (8), `hidden` MLP widths of each tower ((128, 64)),
+    `out_dim` (32), `temperature` of the softmax (0.05), `emb_std` embedding init std (0.05).
+    """
+
+    kind = "two_tower"
+    _VOCAB = (
+        ("user_emb", "n_users"),
+        ("item_emb", "n_items"),
+        ("gender_emb", "n_genders"),
+        ("age_emb", "n_ages"),
+        ("region_emb", "n_regions"),
+        ("category_emb", "n_categories"),
+        ("author_emb", "n_authors"),
+    )
+
+    def __init__(
+        self,
+        sizes: FeatureSizes,
+        *,
+        id_dim: int = 32,
+        side_dim: int = 8,
+        hidden: tuple[int, ...] = (128, 64),
+        out_dim: int = 32,
+        temperature: float = 0.05,
+        emb_std: float = 0.05,
+    ) -> None:
+        hidden = tuple(hidden)
+        super().__init__(
+            sizes,
+            dict(
+                id_dim=id_dim,
+                side_dim=side_dim,
+                hidden=hidden,
+                out_dim=out_dim,
+                temperature=temperature,
+                emb_std=emb_std,
+            ),
+        )
+        s = sizes
+        self.temperature = float(temperature)
+        self.user_emb = self._embedding(s.n_users, id_dim)
+        self.item_emb = self._embedding(s.n_items, id_dim)
+        self.gender_emb = self._embedding(s.n_genders, side_dim)
+        self.age_emb = self._embedding(s.n_ages, side_dim)
+        self.region_emb = self._embedding(s.n_regions, side_dim)
+        self.category_emb = self._embedding(s.n_categories, side_dim)
+        self.author_emb = self._embedding(s.n_authors, side_dim)
+        self.user_mlp = mlp(2 * id_dim + 3 * side_dim + s.user_dense_dim, hidden, out_dim)
+        self.item_mlp = mlp(id_dim + 2 * side_dim + s.item_dense_dim, hidden, out_dim)
+
+    @torch.jit.export
+    def encode_user(
+        self,
+        user_idx: Tensor,
+        gender_idx: Tensor,
+        age_idx: Tensor,
+        region_idx: Tensor,
+        user_dense: Tensor,
+        hist: Tensor,
+    ) -> Tensor:
+        pooled = masked_mean(self.item_emb(hist), hist != 0)
+        x = torch.cat(
+            [
+                self.user_emb(user_idx),
+                self.gender_emb(gender_idx),
+                self.age_emb(age_idx),
+                self.region_emb(region_idx),
+                user_dense,
+                pooled,
+            ],
+            dim=1,
+        )
+        return F.normalize(self.user_mlp(x), dim=1)
+
+    @torch.jit.export
+    def encode_item(self, item_idx: Tensor) -> Tensor:
+        x = torch.cat(
+            [
+                self.item_emb(item_idx),
+                self.category_emb(self.item_category[item_idx]),
+                self.author_emb(self.item_author[item_idx]),
+                self.item_dense[item_idx],
+            ],
+            dim=1,
+        )
+        return F.normalize(self.item_mlp(x), dim=1)
+
+    def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.encode_user(*(batch[k] for k in USER_KEYS))
+
+    def item_vectors(self, item_idx: Tensor) -> Tensor:
+        return self.encode_item(item_idx)
+
+    @torch.no_grad()
+    def all_item_vectors(self, chunk: int = 4096) -> Tensor:
+        """[n_items, out_dim] for every item index, row 0 being the unknown item."""
+        n = self.sizes.n_items
+        device = self.item_category.device
+        return torch.cat(
+            [self.encode_item(torch.arange(i, min(i + chunk, n), device=device)) for i in range(0, n, chunk)]
+        )
+
+    def loss(self, batch: dict[str, Tensor], log_q: Tensor) -> Tensor:
+        """Weighted sampled-softmax CE of each positive over the batch's unique items, logQ-corrected.
+
+        `log_q[i]` is the log of item i's sampling probability (e.g. its share of positives). A batch
+        without positives gives a zero that still depends on every parameter, so gradient all-reduce
+        sees the same tensors on every rank.
+        """
+        pos = batch["label"] == 1
+        if not bool(pos.any()):
+            return 0.0 * sum(p.sum() for p in self.parameters())
+        users = self.encode_user(*(batch[k][pos] for k in USER_KEYS))
+        candidates, column = torch.unique(batch["item_idx"], return_inverse=True)
+        logits = users @ self.encode_item(candidates).T / self.temperature - log_q[candidates]
+        ce = F.cross_entropy(logits, column[pos], reduction="none")
+        weight = batch["weight"][pos]
+        return (weight * ce).sum() / weight.sum().clamp_min(1e-12)
+
+    def export_user_tower(self, f: str | IO[bytes]) -> None:
+        """TorchScript `forward(user_idx, gender_idx, age_idx, region_idx, user_dense, hist)` -> [B, out_dim]."""
+        torch.jit.save(torch.jit.script(_UserTower(self)), f)
+
+
+class _UserTower(nn.Module):
+    def __init__(self, model: TwoTower) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        user_idx: Tensor,
+        gender_idx: Tensor,
+        age_idx: Tensor,
+        region_idx: Tensor,
+        user_dense: Tensor,
+        hist: Tensor,
+    ) -> Tensor:
+        return self.model.encode_user(user_idx, gender_idx, age_idx, region_idx, user_dense, hist)
