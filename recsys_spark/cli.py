@@ -52,6 +52,18 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "Recall and ranking training sets for one day.",
     ),
+    "train": (
+        "recsys_spark.train.job",
+        "TrainConfig",
+        "run",
+        "Train the two-tower or ranking model (Horovod), full or incremental.",
+    ),
+    "evaluate": (
+        "recsys_spark.evaluate.job",
+        "EvaluateConfig",
+        "run",
+        "Recall@K/NDCG@K/HitRate@K of every channel and AUC/uAUC/log-loss of the ranker.",
+    ),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
     "tables": (
         "recsys_spark.lake.show",

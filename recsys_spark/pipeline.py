@@ -7,6 +7,7 @@ earlier stages stay valid versions, and re-running the day replaces that day's d
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import time
@@ -24,7 +25,8 @@ WALK_METHODS = ("deepwalk", "node2vec")
 @dataclass
 class DailyConfig(DatedConfig):
     """Runs, in order: stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
-    -> embeddings (deepwalk, node2vec). Later stages join as they land."""
+    -> embeddings (deepwalk, node2vec) -> samples -> full training (two_tower, ranker) -> evaluate
+    (--date against what was built before it: the previous day's tables and models)."""
 
     skip: list[str] = option([], "Stages to leave out, e.g. --skip usercf node2vec-walks.")
     top_k: int = option(100, "Neighbours kept per id by the similarity stages.")
@@ -34,10 +36,13 @@ class DailyConfig(DatedConfig):
     q: float = option(0.5, "Node2vec in-out parameter (< 1 explores outward, DFS-like).")
     dim: int = option(64, "Embedding dimension.")
     epochs: int = option(5, "Embedding training epochs.")
-    np: int = option(1, "Training processes for the embeddings.")
+    np: int = option(1, "Training processes (ranks) for the embeddings and the models.")
     launcher: str = option(
         "horovod", "Training launcher: horovod, torch or local.", choices=["horovod", "torch", "local"]
     )
+    train_epochs: int = option(1, "Passes over the day's samples in the full model update.")
+    train_batch_size: int = option(256, "Rows per step and rank of the model training.")
+    train_learning_rate: float = option(0.005, "Adam learning rate of the model training.")
 
 
 @dataclass(frozen=True)
@@ -50,13 +55,23 @@ class Stage:
 
 
 def _common(cfg: DailyConfig) -> dict:
-    return {
-        "lake": cfg.lake,
-        "master": cfg.master,
-        "engine": cfg.engine,
-        "log_level": cfg.log_level,
-        "date": cfg.date,
-    }
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DatedConfig)}
+
+
+def _train(model: str) -> Callable[[DailyConfig], dict]:
+    def options(cfg: DailyConfig) -> dict:
+        return {
+            **_common(cfg),
+            "model": model,
+            "mode": "full",
+            "np": cfg.np,
+            "launcher": cfg.launcher,
+            "epochs": cfg.train_epochs,
+            "batch_size": cfg.train_batch_size,
+            "learning_rate": cfg.train_learning_rate,
+        }
+
+    return options
 
 
 def _walks(method: str) -> Callable[[DailyConfig], dict]:
@@ -104,6 +119,9 @@ STAGES: tuple[Stage, ...] = (
         for m in WALK_METHODS
     ),
     *(Stage(f"{m}-embed", "recsys_spark.graph.embed", "EmbedConfig", _embed(m)) for m in WALK_METHODS),
+    Stage("samples", "recsys_spark.samples.job", "SamplesConfig", _common),
+    *(Stage(m, "recsys_spark.train.job", "TrainConfig", _train(m)) for m in ("two_tower", "ranker")),
+    Stage("evaluate", "recsys_spark.evaluate.job", "EvaluateConfig", _common),
 )
 
 

@@ -10,8 +10,19 @@ export PYSPARK_PYTHON="$root/.venv/bin/python" PYSPARK_DRIVER_PYTHON="$root/.ven
 start=$(date +%s)
 echo "== generating synthetic data into $lake"
 "$cli" generate --lake "$lake" --users "${DEMO_USERS:-2000}" --items "${DEMO_ITEMS:-1000}" --days "${DEMO_DAYS:-7}" --seed 1
-echo "== running the daily pipeline for the latest day"
-"$cli" run-daily --lake "$lake"
+days="${DEMO_DAYS:-7}"
+# The day before the latest runs the daily pipeline; the latest day is then held out for evaluation
+# and fed to the incremental update, as the next day's events would be.
+last="$(date -u -d "2026-11-01 + $((days - 1)) days" +%F)"
+prev="$(date -u -d "$last - 1 day" +%F)"
+echo "== running the daily pipeline for $prev"
+"$cli" run-daily --lake "$lake" --date "$prev"
+echo "== evaluating everything built up to $prev on the held-out day $last"
+"$cli" evaluate --lake "$lake" --date "$last"
+echo "== incremental update of both models on $last's events"
+for model in two_tower ranker; do
+    "$cli" train --lake "$lake" --model "$model" --mode incremental --date "$last"
+done
 echo "== tables in $lake"
 "$cli" tables --lake "$lake"
 echo "== demo finished in $(( $(date +%s) - start ))s; explore with: $cli tables --lake $lake --history"

@@ -24,6 +24,9 @@ DAILY_TABLES = [
     "item_graph",
     "walks",
     "item_embeddings",
+    "recall_samples",
+    "rank_samples",
+    "item_vectors",
 ]
 
 
@@ -32,7 +35,19 @@ def daily_lake(spark, tmp_path_factory):
     root = str(tmp_path_factory.mktemp("daily") / "lake")
     args = ["--lake", root, "--users", "300", "--items", "150", "--days", "4", "--seed", "3"]
     assert cli.main(["generate", *args], spark=spark) == 0
-    daily = ["run-daily", "--lake", root, "--num-walks", "3", "--walk-length", "10", "--dim", "8", "--epochs", "1"]
+    daily = [
+        "run-daily",
+        "--lake",
+        root,
+        "--num-walks",
+        "3",
+        "--walk-length",
+        "10",
+        "--dim",
+        "8",
+        "--epochs",
+        "1",
+    ]
     assert cli.main(daily, spark=spark) == 0
     return Lake(spark, root)
 
@@ -47,21 +62,50 @@ def test_run_daily_produces_every_table(daily_lake):
     assert methods == {"deepwalk", "node2vec"}
     embedded = {r.method for r in daily_lake.read("item_embeddings").select("method").distinct().collect()}
     assert embedded == {"deepwalk", "node2vec"}
-    report = json.loads(Path(daily_lake.path("_reports", "embeddings", "2026-11-04-deepwalk.json")).read_text())
+    report = json.loads(
+        Path(daily_lake.path("_reports", "embeddings", "2026-11-04-deepwalk.json")).read_text()
+    )
     assert report["precision@10"] > report["random_precision@10"]
+    evaluation = json.loads(Path(daily_lake.path("_reports", "evaluation", "2026-11-04.json")).read_text())
+    assert "popularity" in evaluation["recall"]  # nothing else was built before the day: only the baseline
+    for model in ("two_tower", "ranker"):
+        latest = json.loads(Path(daily_lake.path("_models", model, "LATEST.json")).read_text())
+        assert latest["serving"] == "full-2026-11-04"
 
 
 @pytest.mark.slow
 def test_rerunning_a_day_is_idempotent(spark, daily_lake):
-    before = {t: sorted(map(tuple, daily_lake.read(t).drop("vector").collect())) for t in ("swing_sim", "item_graph", "walks")}
-    args = ["run-daily", "--lake", daily_lake.root, "--skip", "stats", "itemcf", "usercf", "deepwalk-embed", "node2vec-embed"]
+    before = {
+        t: sorted(map(tuple, daily_lake.read(t).drop("vector").collect()))
+        for t in ("swing_sim", "item_graph", "walks")
+    }
+    args = [
+        "run-daily",
+        "--lake",
+        daily_lake.root,
+        "--skip",
+        "stats",
+        "itemcf",
+        "usercf",
+        "deepwalk-embed",
+        "node2vec-embed",
+        "samples",
+        "two_tower",
+        "ranker",
+        "evaluate",
+    ]
     assert cli.main([*args, "--num-walks", "3", "--walk-length", "10"], spark=spark) == 0
     after = {t: sorted(map(tuple, daily_lake.read(t).drop("vector").collect())) for t in before}
     assert after == before
 
 
 def test_unknown_stage_is_a_usage_error(spark, tmp_path, capsys):
-    assert cli.main(["run-daily", "--lake", str(tmp_path), "--date", "2026-11-01", "--skip", "nope"], spark=spark) == 2
+    assert (
+        cli.main(
+            ["run-daily", "--lake", str(tmp_path), "--date", "2026-11-01", "--skip", "nope"], spark=spark
+        )
+        == 2
+    )
     assert "unknown stages ['nope']" in capsys.readouterr().err
 
 
@@ -92,4 +136,6 @@ def test_spark_submit_runs_walks_on_the_lake(daily_lake):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "walks node2vec:" in result.stdout
-    assert daily_lake.read("walks").filter("method = 'node2vec'").selectExpr("max(size(items))").first()[0] <= 5
+    assert (
+        daily_lake.read("walks").filter("method = 'node2vec'").selectExpr("max(size(items))").first()[0] <= 5
+    )

@@ -44,6 +44,13 @@ class Comm:
     def broadcast_(self, tensor, root: int = 0) -> None:
         """Overwrite `tensor` on every rank with root's copy."""
 
+    def broadcast_model_(self, model) -> None:
+        """Every parameter and buffer of `model` from rank 0, so all ranks start identical."""
+
+    def distributed_optimizer(self, optimizer, named_parameters: list):
+        """`optimizer` whose `step()` first averages the gradients of `named_parameters` across ranks."""
+        return optimizer
+
     def shutdown(self) -> None:
         pass
 
@@ -73,6 +80,14 @@ class HorovodComm(Comm):
 
     def broadcast_(self, tensor, root: int = 0) -> None:
         self.hvd.broadcast_(tensor, root_rank=root)
+
+    def broadcast_model_(self, model) -> None:
+        self.hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+
+    def distributed_optimizer(self, optimizer, named_parameters: list):
+        return self.hvd.DistributedOptimizer(
+            optimizer, named_parameters=named_parameters, op=self.hvd.Average
+        )
 
     def shutdown(self) -> None:
         self.hvd.shutdown()
@@ -111,8 +126,46 @@ class TorchComm(Comm):
     def broadcast_(self, tensor, root: int = 0) -> None:
         self.dist.broadcast(tensor, src=root)
 
+    def broadcast_model_(self, model) -> None:
+        for tensor in model.state_dict().values():
+            self.dist.broadcast(tensor, src=0)
+
+    def distributed_optimizer(self, optimizer, named_parameters: list):
+        return AveragingOptimizer(optimizer, [p for _, p in named_parameters], self)
+
     def shutdown(self) -> None:
         self.dist.destroy_process_group()
+
+
+class AveragingOptimizer:
+    """torch.distributed's counterpart of `hvd.DistributedOptimizer`: average gradients, then step.
+
+    The gradients travel as one flat buffer per step (one allreduce, not one per tensor); a parameter
+    without a gradient on this step contributes zeros, so every rank joins the same collective.
+    """
+
+    def __init__(self, optimizer, params: list, comm: Comm) -> None:
+        self.optimizer, self.params, self.comm = optimizer, params, comm
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        import torch
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self.comm.allreduce_mean_(flat)
+        offset = 0
+        for p, g in zip(self.params, grads):
+            n = g.numel()
+            p.grad = flat[offset : offset + n].view_as(g).clone()
+            offset += n
+        self.optimizer.step()
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
 
 
 def _entry(fn: Callable[..., Any], backend: str, kwargs: dict) -> Any:

@@ -1,0 +1,1 @@
+"""Offline evaluation: ranking and classification metrics, recall-channel candidates, the report."""

@@ -1,0 +1,376 @@
+"""The evaluation report: `_reports/evaluation/<date>.json` for tools, `<date>.html` for people.
+
+The JSON file is the machine-readable contract (DESIGN.md): `{"date": D, "recall": {CHANNEL: {"recall@K":
+x, "ndcg@K": x, "hitrate@K": x, ...}}, "ranking": {TASK: {"auc": x, "uauc": x, "logloss": x}}}` plus
+whatever extra top-level keys the evaluate job adds ("baselines", "users_evaluated", "model_versions",
+...). It is written atomically (a temporary name in the same folder, then a move), so a reader never
+sees half a file; it is strict JSON, so NaN / ±inf (a metric undefined on the day's data) are written
+as `null`.
+
+The HTML page is self-contained (inline CSS and SVG, no scripts, no external assets) so it can be
+mailed or archived as one file: the run's facts, a channels × metrics table (best per column in bold),
+a ranking tasks × metrics table with the statistics-only baseline under each task, and bar charts.
+Every piece of text from the data is escaped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import html
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+CONTRACT_KEYS = ("date", "recall", "ranking")
+BASELINE_LABEL = "statistics-only baseline"
+LOWER_IS_BETTER = frozenset({"logloss"})
+RECALL_METRIC_ORDER = ("recall", "ndcg", "hitrate")
+RANKING_METRIC_ORDER = ("auc", "uauc", "logloss")
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+
+
+# -- JSON ----------------------------------------------------------------------------------------
+def jsonable(value: Any) -> Any:
+    """`value` as strict-JSON data: NaN/±inf → None, NumPy scalars → Python, tuples → lists, keys → str."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # NumPy scalar
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return str(value)
+
+
+def check_result(date: str, result: Mapping[str, Any]) -> None:
+    """Raise ValueError unless `result` has the contract's shape for `date` (a YYYY-MM-DD day)."""
+    try:
+        dt.date.fromisoformat(date)
+    except (TypeError, ValueError):
+        raise ValueError(f"date must be YYYY-MM-DD, got {date!r}") from None
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", date):
+        raise ValueError(f"date must be YYYY-MM-DD, got {date!r}")
+    if result.get("date") != date:
+        raise ValueError(f"result['date'] is {result.get('date')!r}, expected {date!r}")
+    for section in ("recall", "ranking"):
+        block = result.get(section)
+        if not isinstance(block, Mapping) or not all(isinstance(v, Mapping) for v in block.values()):
+            raise ValueError(f"result[{section!r}] must map each name to a dict of metrics")
+
+
+def _atomic_write(fs, folder: str, name: str, data: bytes) -> None:
+    """Write `folder/name` via a temporary sibling and a move: readers see the old file or the new one."""
+    tmp = f"{folder}/.{name}.tmp-{uuid.uuid4().hex}"
+    try:
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, f"{folder}/{name}")
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort; the original error matters
+            fs.delete_file(tmp)
+        raise
+
+
+def write_evaluation_report(lake, date: str, result: dict, details: dict | None = None) -> tuple[str, str]:
+    """Write `<lake>/_reports/evaluation/<date>.json` (exactly `result`, strict JSON) and `<date>.html`.
+
+    `details`: facts about the run shown at the top of the page (window, sample sizes, versions ...);
+    they are not written to the JSON. Returns `(json_path, html_path)` as lake locations (local paths or
+    URIs). Both files are replaced when the same date is evaluated again.
+    """
+    from recsys_spark.lake.commit import filesystem
+
+    check_result(date, result)
+    payload = json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n"
+    page = evaluation_html(date, result, details)
+    fs, folder = filesystem(lake.path("_reports", "evaluation"))
+    fs.create_dir(folder, recursive=True)
+    _atomic_write(fs, folder, f"{date}.json", payload.encode("utf-8"))
+    _atomic_write(fs, folder, f"{date}.html", page.encode("utf-8"))
+    return lake.path("_reports", "evaluation", f"{date}.json"), lake.path(
+        "_reports", "evaluation", f"{date}.html"
+    )
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _format(value: Any) -> str:
+    number = _number(value)
+    if number is None:
+        return "—" if value is None or isinstance(value, (int, float)) else html.escape(str(value))
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{number:.4f}"
+
+
+def _metric_order(names: Sequence[str], known: Sequence[str]) -> list[str]:
+    """`metric@K` names by K, then `known` order; other names after, alphabetically."""
+
+    def key(name: str):
+        base, _, k = name.partition("@")
+        rank = known.index(base) if base in known else len(known)
+        return (0 if k.isdigit() else 1, int(k) if k.isdigit() else 0, rank, name)
+
+    return sorted(set(names), key=key)
+
+
+def _best(values: Sequence[Any], metric: str, at_least: int = 1) -> float | None:
+    """The best finite value (max, or min for lower-is-better metrics); None with fewer than `at_least`."""
+    numbers = [n for n in (_number(v) for v in values) if n is not None]
+    if len(numbers) < max(1, at_least):
+        return None
+    return min(numbers) if metric in LOWER_IS_BETTER else max(numbers)
+
+
+def _cell(value: Any, best: float | None) -> str:
+    text = _format(value)
+    number = _number(value)
+    return f"<td><b>{text}</b></td>" if best is not None and number == best else f"<td>{text}</td>"
+
+
+def _facts_table(facts: Mapping[str, Any]) -> str:
+    rows = []
+    for key, value in facts.items():
+        if isinstance(value, (Mapping, list, tuple)):
+            shown = f"<code>{html.escape(json.dumps(jsonable(value), sort_keys=True))}</code>"
+        elif isinstance(value, float):
+            shown = _format(value)
+        else:
+            shown = html.escape(str(value))
+        rows.append(f"<tr><th>{html.escape(str(key))}</th><td>{shown}</td></tr>")
+    return f'<table class="facts">{"".join(rows)}</table>'
+
+
+def _recall_table(recall: Mapping[str, Mapping[str, Any]]) -> str:
+    metrics = _metric_order([m for values in recall.values() for m in values], RECALL_METRIC_ORDER)
+    best = {m: _best([values.get(m) for values in recall.values()], m) for m in metrics}
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    body = "".join(
+        f"<tr><th>{html.escape(str(channel))}</th>"
+        + "".join(_cell(values.get(m), best[m]) for m in metrics)
+        + "</tr>"
+        for channel, values in recall.items()
+    )
+    return f"<table><thead><tr><th>channel</th>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _ranking_table(ranking: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Any]) -> str:
+    metrics = _metric_order(
+        [m for values in ranking.values() for m in values]
+        + [m for task in ranking if isinstance(baselines.get(task), Mapping) for m in baselines[task]],
+        RANKING_METRIC_ORDER,
+    )
+    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    rows = []
+    for task, values in ranking.items():
+        baseline = baselines.get(task) if isinstance(baselines.get(task), Mapping) else None
+        group = [("model", values)] + ([(BASELINE_LABEL, baseline)] if baseline is not None else [])
+        best = {m: _best([v.get(m) for _, v in group], m, at_least=2) for m in metrics}
+        for i, (label, row) in enumerate(group):
+            task_cell = f'<th rowspan="{len(group)}">{html.escape(str(task))}</th>' if i == 0 else ""
+            cells = "".join(_cell(row.get(m), best[m]) for m in metrics)
+            rows.append(f'<tr>{task_cell}<td class="label">{html.escape(label)}</td>{cells}</tr>')
+    return (
+        f"<table><thead><tr><th>task</th><th>scorer</th>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def _nice_max(value: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 × 10^n that is ≥ value (1 for nothing positive)."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * power >= value * (1 - 1e-12):
+            return step * power
+    return 10 * power
+
+
+def bar_chart_svg(
+    title: str,
+    groups: Sequence[str],
+    series: Sequence[tuple[str, Sequence[Any]]],
+    vmax: float | None = None,
+    reference: tuple[float, str] | None = None,
+) -> str:
+    """A grouped bar chart as inline SVG: one group per name, one bar per series; missing values → no bar.
+
+    `reference` draws a dashed horizontal line at a value with a label (e.g. AUC 0.5 = random).
+    """
+    bar, gap, left, top, plot_h, bottom = 18, 22, 52, 52, 180, 70
+    n_series = max(1, len(series))
+    group_w = n_series * bar + gap
+    width = max(360, left + 16 + len(groups) * group_w)
+    height = top + plot_h + bottom
+    numbers = [n for _, values in series for n in (_number(v) for v in values) if n is not None]
+    top_value = vmax if vmax is not None else _nice_max(max(numbers, default=0.0))
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - min(max(value, 0.0), top_value) / top_value)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">',
+        f"<title>{html.escape(title)}</title>",
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="8" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    legend_x = 8
+    for s, (name, _) in enumerate(series):
+        colour = COLOURS[s % len(COLOURS)]
+        parts.append(f'<rect x="{legend_x}" y="28" width="12" height="12" fill="{colour}"/>')
+        parts.append(f'<text x="{legend_x + 16}" y="38" font-size="12">{html.escape(name)}</text>')
+        legend_x += 28 + 7 * len(name)
+    for t in range(5):
+        value = top_value * t / 4
+        parts.append(
+            f'<line x1="{left}" x2="{width - 8}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#ddd"/>'
+            f'<text x="{left - 4}" y="{y(value) + 4:.1f}" font-size="10" text-anchor="end">{value:.3g}</text>'
+        )
+    if reference is not None:
+        ref_value, ref_label = reference
+        parts.append(
+            f'<line x1="{left}" x2="{width - 8}" y1="{y(ref_value):.1f}" y2="{y(ref_value):.1f}" '
+            f'stroke="#888" stroke-dasharray="4 3"/>'
+            f'<text x="{width - 10}" y="{y(ref_value) - 3:.1f}" font-size="10" text-anchor="end" '
+            f'fill="#555">{html.escape(ref_label)}</text>'
+        )
+    for g, group in enumerate(groups):
+        x0 = left + 8 + g * group_w
+        for s, (name, values) in enumerate(series):
+            value = _number(values[g]) if g < len(values) else None
+            x = x0 + s * bar
+            if value is None:
+                parts.append(
+                    f'<text x="{x + bar / 2:.1f}" y="{top + plot_h - 3}" font-size="9" '
+                    f'text-anchor="middle" fill="#999">n/a</text>'
+                )
+                continue
+            y_top = y(value)
+            parts.append(
+                f'<rect x="{x}" y="{y_top:.1f}" width="{bar - 2}" height="{top + plot_h - y_top:.1f}" '
+                f'fill="{COLOURS[s % len(COLOURS)]}"><title>{html.escape(f"{group} {name}: {value:.4f}")}'
+                f"</title></rect>"
+            )
+        label_x = x0 + (n_series * bar) / 2
+        parts.append(
+            f'<text x="{label_x:.1f}" y="{top + plot_h + 14}" font-size="11" text-anchor="end" '
+            f'transform="rotate(-30 {label_x:.1f} {top + plot_h + 14})">{html.escape(str(group))}</text>'
+        )
+    parts.append(
+        f'<line x1="{left}" x2="{width - 8}" y1="{top + plot_h}" y2="{top + plot_h}" stroke="#333"/></svg>'
+    )
+    return "".join(parts)
+
+
+def _recall_charts(recall: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    channels = list(recall)
+    ks = sorted(
+        {int(m.split("@", 1)[1]) for values in recall.values() for m in values if re.fullmatch(r"\w+@\d+", m)}
+    )
+    charts = []
+    for k in ks:
+        series = [
+            (f"{name}@{k}", [recall[c].get(f"{name}@{k}") for c in channels])
+            for name in ("recall", "ndcg")
+            if any(f"{name}@{k}" in recall[c] for c in channels)
+        ]
+        if series:
+            charts.append(bar_chart_svg(f"Recall@{k} and NDCG@{k} per channel", channels, series))
+    return charts
+
+
+def _auc_chart(ranking: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Any]) -> str:
+    tasks = list(ranking)
+    series = [("model", [ranking[t].get("auc") for t in tasks])]
+    if any(isinstance(baselines.get(t), Mapping) for t in tasks):
+        series.append(
+            (
+                BASELINE_LABEL,
+                [baselines[t].get("auc") if isinstance(baselines.get(t), Mapping) else None for t in tasks],
+            )
+        )
+    return bar_chart_svg(
+        "AUC per task: model vs baseline", tasks, series, vmax=1.0, reference=(0.5, "random")
+    )
+
+
+STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.8em; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
+th:first-child, table.facts th { text-align: left; }
+table.facts td, td.label { text-align: left; }
+thead th { background: #f3f3f3; }
+.charts svg { margin: 0 1em 1em 0; vertical-align: top; }
+p.note { color: #555; font-size: 0.9em; max-width: 60em; }
+"""
+
+
+def evaluation_html(date: str, result: Mapping[str, Any], details: Mapping[str, Any] | None = None) -> str:
+    """The self-contained HTML page of one evaluation (see the module docstring)."""
+    recall = result.get("recall") or {}
+    ranking = result.get("ranking") or {}
+    baselines = result.get("baselines") if isinstance(result.get("baselines"), Mapping) else {}
+    extra = {k: v for k, v in result.items() if k not in (*CONTRACT_KEYS, "baselines")}
+    title = f"Offline evaluation — {date}"
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    if details:
+        out += ["<h2>Run</h2>", _facts_table(details)]
+    if extra:
+        out += ["<h2>Other result fields</h2>", _facts_table(extra)]
+
+    out.append("<h2>Recall channels</h2>")
+    if recall:
+        out += [
+            _recall_table(recall),
+            '<p class="note">Per-user means over the evaluated users; best value per column in bold. '
+            "Recall@K = |top-K ∩ truth| / |truth|; NDCG@K with binary gains; HitRate@K = share of users "
+            "with at least one relevant item in their top K.</p>",
+            '<div class="charts">',
+            *_recall_charts(recall),
+            "</div>",
+        ]
+    else:
+        out.append("<p>No recall channel was evaluated.</p>")
+
+    out.append("<h2>Ranking</h2>")
+    if ranking:
+        out += [
+            _ranking_table(ranking, baselines),
+            '<p class="note">AUC: Mann–Whitney, ties count 1/2. uAUC: per-user AUC weighted by the user\'s '
+            "impressions, over users with both classes. Log-loss: lower is better. Bold: the better of model "
+            f"and {html.escape(BASELINE_LABEL)} per task.</p>",
+            f'<div class="charts">{_auc_chart(ranking, baselines)}</div>',
+        ]
+    else:
+        out.append("<p>No ranking task was evaluated.</p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"

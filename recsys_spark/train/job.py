@@ -1,0 +1,358 @@
+"""`recsys-spark train --model two_tower|ranker --mode full|incremental`: train and publish a model version.
+
+- `full` (daily): warm-starts from the newest full version of an earlier day (its vocabularies are
+  kept and extended), trains `--epochs` (default 1) over day D's shuffled samples, and publishes
+  `full-D`: checkpoint, TorchScript export (user tower / scorer), item vectors into `item_vectors`,
+  then switches `LATEST.json`. The incremental slot is dropped: the next incremental starts from it.
+- `incremental` (every few minutes): builds samples from the events newer than the last update's
+  watermark, trains only the ID embeddings (dense layers frozen; new users and items get rows), and
+  publishes to the single incremental slot on top of the current full version.
+
+Spark prepares everything (vocabularies, encoded Parquet store, item features); the PyTorch ranks
+read the store through Petastorm and are started by `train/launch.py` (Horovod by default).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from recsys_spark.config import DatedConfig, option
+from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE, features_day, item_features
+from recsys_spark.samples.job import SamplesConfig, build_samples, stats_of
+from recsys_spark.train.registry import FULL, INCREMENTAL, Registry
+
+log = logging.getLogger(__name__)
+
+SAMPLES_TABLE = {"two_tower": "recall_samples", "ranker": "rank_samples"}
+
+
+@dataclass
+class TrainConfig(DatedConfig):
+    """Trains on recall_samples (two_tower) or rank_samples (ranker) of --date and publishes the model
+    under <lake>/_models/<model>/ (LATEST.json points at the serving version)."""
+
+    model: str = option("two_tower", "Model to train.", choices=["two_tower", "ranker"])
+    mode: str = option(
+        "full",
+        "full: warm start + one pass over the day; incremental: ID embeddings on events since the last update.",
+        choices=["full", "incremental"],
+    )
+    np: int = option(1, "Training processes (data-parallel ranks).")
+    launcher: str = option(
+        "horovod",
+        "horovod (Gloo), torch (TorchDistributor), or local (one process, no launcher).",
+        choices=["horovod", "torch", "local"],
+    )
+    epochs: int = option(1, "Passes over the training data (the daily full update makes one).")
+    batch_size: int = option(256, "Rows per step and rank.")
+    learning_rate: float = option(0.005, "Adam learning rate.")
+    embedding_dim: int = option(32, "Size of the id embeddings (two_tower id_dim, ranker emb_dim).")
+    out_dim: int = option(32, "Two-tower output vector size.")
+    temperature: float = option(0.05, "Two-tower softmax temperature.")
+    tasks: list[str] = option(["click", "like"], "Ranker tasks (labels of rank_samples).")
+    hist_len: int = option(20, "Behaviour-sequence length fed to the models.")
+    warm_start: bool = option(True, "Full mode: start from the newest full version of an earlier day.")
+    keep_versions: int = option(7, "Full versions (and their item_vectors) kept; older ones are deleted.")
+    files: int = option(0, "Parquet files of the training store (0 = 4 per rank, at least 8).")
+    seed: int = option(42, "Random seed (initialisation, shuffling).")
+
+
+def validate(cfg: TrainConfig) -> None:
+    from recsys_spark.cli import UsageError
+
+    for name in ("np", "epochs", "batch_size", "embedding_dim", "out_dim", "hist_len", "keep_versions"):
+        if getattr(cfg, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+    if cfg.learning_rate <= 0 or cfg.temperature <= 0:
+        raise UsageError("--learning-rate and --temperature must be > 0")
+    unknown = set(cfg.tasks) - {"click", "like", "share", "comment", "follow", "purchase"}
+    if cfg.model == "ranker" and (not cfg.tasks or unknown):
+        raise UsageError(f"--tasks must name rank_samples labels (click, like, share...), got {cfg.tasks}")
+
+
+def _hyper(cfg: TrainConfig) -> dict:
+    if cfg.model == "two_tower":
+        return {"id_dim": cfg.embedding_dim, "out_dim": cfg.out_dim, "temperature": cfg.temperature}
+    return {"emb_dim": cfg.embedding_dim, "tasks": tuple(cfg.tasks)}
+
+
+def _vocabularies(spark, lake, samples: DataFrame, base_url: str | None) -> dict[str, DataFrame]:
+    """Base vocabularies (if warm) extended with every id of the samples and the profiles."""
+    from recsys_spark.train.vocab import FIELDS, extend_vocab, read_vocabs
+
+    old = read_vocabs(spark, f"{base_url}/vocab") if base_url else {}
+    items, users = lake.read("items"), lake.read("users")
+    sources = {
+        "user": samples.select("user_id").unionByName(users.select("user_id")),
+        "item": samples.select("item_id")
+        .unionByName(samples.select(F.explode("hist").alias("item_id")))
+        .unionByName(items.select("item_id")),
+        "category": items.select("category"),
+        "author": items.select("author_id"),
+        "gender": users.select("gender"),
+        "age": users.select("age_bucket"),
+        "region": users.select("region"),
+    }
+    return {f: extend_vocab(spark, old.get(f), sources[f].toDF("id")) for f in FIELDS}
+
+
+def prepare_training(
+    cfg: TrainConfig,
+    spark,
+    lake,
+    samples: DataFrame,
+    day: dt.date,
+    base_url: str | None,
+    staging: str,
+    scratch: str,
+) -> dict:
+    """Vocabularies (into `staging`), the encoded store and item tables (into `scratch`); returns the
+    spec the ranks train from (`train/loop.py`)."""
+    from recsys_spark.train.data import encode_samples, item_frequencies, item_table, write_store
+    from recsys_spark.train.vocab import read_vocabs, write_vocabs
+
+    sizes_by_field = write_vocabs(_vocabularies(spark, lake, samples, base_url), f"{staging}/vocab")
+    vocabs = read_vocabs(spark, f"{staging}/vocab")
+    store, items_url, freq_url = f"{scratch}/store", f"{scratch}/items", f"{scratch}/freq"
+    encoded = encode_samples(samples, vocabs, cfg.model, cfg.hist_len)
+    rows = write_store(encoded, store, cfg.files or max(8, 4 * cfg.np), cfg.seed)
+    feats = item_features(lake.read("items"), stats_of(lake, "item_stats", features_day(day)), day)
+    item_table(feats, vocabs).coalesce(1).write.parquet(items_url)
+    item_frequencies(spark.read.parquet(store)).coalesce(1).write.parquet(freq_url)
+    sizes = {
+        "n_users": sizes_by_field["user"],
+        "n_items": sizes_by_field["item"],
+        "n_categories": sizes_by_field["category"],
+        "n_authors": sizes_by_field["author"],
+        "n_genders": sizes_by_field["gender"],
+        "n_ages": sizes_by_field["age"],
+        "n_regions": sizes_by_field["region"],
+        "user_dense_dim": len(USER_DENSE),
+        "item_dense_dim": len(ITEM_DENSE),
+        "hist_len": cfg.hist_len,
+    }
+    log.info(
+        "train %s %s: %d rows, vocabularies %s, %d rank(s) via %s",
+        cfg.model,
+        cfg.mode,
+        rows,
+        sizes_by_field,
+        cfg.np,
+        cfg.launcher,
+    )
+    return {
+        "kind": cfg.model,
+        "mode": cfg.mode,
+        "sizes": sizes,
+        "hyper": _hyper(cfg),
+        "seed": cfg.seed,
+        "base_checkpoint": f"{base_url}/checkpoint.pt" if base_url else None,
+        "store_url": store,
+        "items_url": items_url,
+        "freq_url": freq_url,
+        "rows": rows,
+        "out_dir": staging,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "learning_rate": cfg.learning_rate,
+    }
+
+
+def train_version(
+    cfg: TrainConfig, spark, lake, samples: DataFrame, day: dt.date, base_url: str | None, staging: str
+):
+    """Prepare the data, run the ranks; returns (rank results, store rows, vocabulary sizes)."""
+    from recsys_spark.graph.job import remove_dir
+    from recsys_spark.graph.walks import scratch_dir
+    from recsys_spark.train.launch import launch
+    from recsys_spark.train.loop import train_model
+
+    scratch = scratch_dir(lake)
+    try:
+        spec = prepare_training(cfg, spark, lake, samples, day, base_url, staging, scratch)
+        results = launch(train_model, {"spec": spec}, num_proc=cfg.np, launcher=cfg.launcher)
+    finally:
+        remove_dir(scratch)
+    return results, spec["rows"], spec["sizes"]
+
+
+def _publish_vectors(spark, lake, staging: str, version: str, drop: list[str]) -> int | None:
+    vectors = spark.read.parquet(f"{staging}/item_vectors.parquet")
+    vocab = spark.read.parquet(f"{staging}/vocab/item").select(
+        F.col("id").alias("item_id"), F.col("idx").alias("item_idx")
+    )
+    rows = vectors.join(vocab, "item_idx").select("item_id", F.lit(version).alias("model_version"), "vector")
+    return lake.overwrite_partitions(
+        "item_vectors",
+        rows,
+        "model_version",
+        [version, *drop],
+        metadata={"recsys.job": "train", "recsys.model_version": version},
+    )
+
+
+def _write_manifest(staging: str, manifest: dict) -> None:
+    from recsys_spark.lake.commit import filesystem
+
+    fs, path = filesystem(staging)
+    with fs.open_output_stream(f"{path}/manifest.json") as stream:
+        stream.write(json.dumps(manifest, indent=2, sort_keys=True, default=str).encode())
+
+
+def _summarise(cfg: TrainConfig, version: str, results: list[dict], rows: int, seconds: float) -> dict:
+    first = results[0]
+    return {
+        "version": version,
+        "model": cfg.model,
+        "mode": cfg.mode,
+        "rows": rows,
+        "ranks": first["size"],
+        "backend": first["backend"],
+        "mean_loss": first["mean_loss"],
+        "steps": first["steps"],
+        "param_divergence": first["param_divergence"],
+        "train_seconds": max(r["seconds"] for r in results),
+        "seconds": seconds,
+    }
+
+
+def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
+    from recsys_spark.cli import UsageError
+
+    day, started = cfg.date, time.time()
+    table = SAMPLES_TABLE[cfg.model]
+    if not lake.exists(table):
+        raise UsageError(f"{table} does not exist: run `recsys-spark samples --date {day}` first")
+    samples = lake.read(table).filter(F.col("dt") == F.lit(day))
+    if samples.limit(1).count() == 0:
+        raise UsageError(f"{table} has no rows for {day}: run `recsys-spark samples --date {day}` first")
+    base = registry.full_before(day) if cfg.warm_start else None
+    base_url = registry.version_url(FULL, base) if base else None
+    version = f"full-{day}"
+    staging = registry.staging_url()
+    log.info("train %s full %s: %s", cfg.model, day, f"warm start from {base}" if base else "cold start")
+    try:
+        results, rows, sizes = train_version(cfg, spark, lake, samples, day, base_url, staging)
+        watermark = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
+        summary = {
+            **_summarise(cfg, version, results, rows, time.time() - started),
+            "date": str(day),
+            "base": base,
+            "sizes": sizes,
+            "watermark": watermark.isoformat(),
+        }
+        _write_manifest(staging, summary)
+        latest = registry.latest()
+        current = (latest.get("full") or {}).get("version", "")
+        keep = sorted({*registry.versions(FULL), version})[-cfg.keep_versions :]
+        expired = [v for v in registry.versions(FULL) if v not in keep]
+        old_inc = [v for v in registry.versions(INCREMENTAL)]
+        if cfg.model == "two_tower":
+            _publish_vectors(spark, lake, staging, version, expired + old_inc)
+        entry = {"version": version, "date": str(day), "watermark": watermark.isoformat(), "base": base}
+        if version >= current:  # re-running an older day must not roll serving back
+            registry.publish(staging, FULL, version, {"full": entry, "incremental": None, "serving": version})
+            for v in old_inc:
+                registry.drop(INCREMENTAL, v)
+        else:
+            registry.publish(staging, FULL, version, latest)
+        for v in expired:
+            registry.drop(FULL, v)
+    finally:
+        from recsys_spark.graph.job import remove_dir
+
+        remove_dir(staging)
+    _print(summary, results)
+    return 0
+
+
+def run_incremental(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
+    from recsys_spark.cli import UsageError
+
+    started = time.time()
+    latest = registry.latest()
+    if not latest.get("full"):
+        raise UsageError(
+            f"no full {cfg.model} version is published: run `train --model {cfg.model} --mode full` first"
+        )
+    full, inc = latest["full"], latest.get("incremental")
+    if inc and inc.get("base") == full["version"]:
+        base_slot, base, watermark = INCREMENTAL, inc["version"], inc["watermark"]
+    else:
+        base_slot, base, watermark = FULL, full["version"], full["watermark"]
+    since = dt.datetime.fromisoformat(watermark)
+    events = lake.read("events").filter(
+        (F.col("dt") >= F.lit(since.date())) & (F.col("dt") <= F.lit(cfg.date))
+    )
+    period = events.filter(F.col("ts") >= F.lit(since)).cache()
+    new_watermark = period.agg(F.max("ts")).first()[0]
+    if new_watermark is None:
+        print(f"train {cfg.model} incremental: no events since {since}; {base} stays the serving version")
+        return 0
+    # Hard negatives from Swing when the daily run has built it; the update must not wait for it.
+    channel = "swing" if lake.exists("swing_sim") else "none"
+    samples_cfg = SamplesConfig(date=cfg.date, history_length=cfg.hist_len, hard_negative_channel=channel)
+    recall, rank = build_samples(lake, cfg.date, samples_cfg, period_events=period)
+    samples = recall if cfg.model == "two_tower" else rank
+    seq = 1 + sum(1 for v in registry.versions(INCREMENTAL) if v.startswith(f"inc-{cfg.date}-"))
+    if inc and inc["version"].startswith(f"inc-{cfg.date}-"):
+        seq = max(seq, int(inc["version"].rsplit("-", 1)[1]) + 1)
+    version = f"inc-{cfg.date}-{seq:03d}"
+    staging = registry.staging_url()
+    watermark_next = (new_watermark + dt.timedelta(microseconds=1)).isoformat()
+    try:
+        results, rows, sizes = train_version(
+            cfg, spark, lake, samples, cfg.date, registry.version_url(base_slot, base), staging
+        )
+        summary = {
+            **_summarise(cfg, version, results, rows, time.time() - started),
+            "base": full["version"],
+            "started_from": base,
+            "since": since.isoformat(),
+            "watermark": watermark_next,
+            "sizes": sizes,
+        }
+        _write_manifest(staging, summary)
+        previous = registry.versions(INCREMENTAL)
+        if cfg.model == "two_tower":
+            _publish_vectors(spark, lake, staging, version, [v for v in previous if v != version])
+        entry = {"version": version, "base": full["version"], "watermark": watermark_next}
+        registry.publish(staging, INCREMENTAL, version, {**latest, "incremental": entry, "serving": version})
+        for v in previous:
+            if v != version:
+                registry.drop(INCREMENTAL, v)
+    finally:
+        from recsys_spark.graph.job import remove_dir
+
+        remove_dir(staging)
+        period.unpersist()
+    _print(summary, results)
+    return 0
+
+
+def _print(summary: dict, results: list[dict]) -> None:
+    print(
+        f"train {summary['model']} {summary['mode']}: published {summary['version']} "
+        f"({summary['rows']:,} rows, {summary['ranks']} {summary['backend']} rank(s), "
+        f"mean loss {summary['mean_loss']:.4f}, {summary['seconds']:.1f}s)"
+    )
+    for r in results:
+        print(
+            f"  rank {r['rank']}/{r['size']}: {r['rows']:,} rows in {r['steps']} steps "
+            f"({r['idle_steps']} idle), {r['rows_per_second']:,.0f} rows/s, params {r['fingerprint'][:12]}"
+        )
+
+
+def run(cfg: TrainConfig, spark, lake) -> int:
+    validate(cfg)
+    registry = Registry.for_model(lake, cfg.model)
+    if cfg.mode == "full":
+        return run_full(cfg, spark, lake, registry)
+    return run_incremental(cfg, spark, lake, registry)
