@@ -64,6 +64,12 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "Recall@K/NDCG@K/HitRate@K of every channel and AUC/uAUC/log-loss of the ranker.",
     ),
+    "validate": (
+        "recsys_spark.quality.validate",
+        "ValidateConfig",
+        "run",
+        "Run a table's Great Expectations suite; Data Docs under _reports/quality/.",
+    ),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
     "tables": (
         "recsys_spark.lake.show",

@@ -42,6 +42,9 @@ class DailyConfig(DatedConfig):
     )
     train_epochs: int = option(1, "Passes over the day's samples in the full model update.")
     train_batch_size: int = option(256, "Rows per step and rank of the model training.")
+    gate: bool = option(
+        True, "Validate each table's critical expectations before publishing it (docs/quality.md)."
+    )
     train_learning_rate: float = option(0.005, "Adam learning rate of the model training.")
 
 
@@ -132,6 +135,10 @@ def run(cfg: DailyConfig, spark, lake) -> int:
 
         raise UsageError(f"--skip names unknown stages {unknown}; stages are {[s.name for s in STAGES]}")
     stages = [s for s in STAGES if s.name not in cfg.skip]
+    from recsys_spark.quality.gate import QualityGateError, enable_gates
+
+    if cfg.gate:  # every table write of every stage passes its critical suite first, or is not published
+        enable_gates(lake, cfg.date)
     started = time.time()
     timings: list[tuple[str, float]] = []
     for number, stage in enumerate(stages, 1):
@@ -139,7 +146,11 @@ def run(cfg: DailyConfig, spark, lake) -> int:
         module = importlib.import_module(stage.module)
         stage_cfg = getattr(module, stage.config_class)(**stage.options(cfg))
         stage_started = time.time()
-        code = getattr(module, stage.function)(stage_cfg, spark, lake)
+        try:
+            code = getattr(module, stage.function)(stage_cfg, spark, lake)
+        except QualityGateError as exc:
+            log.error("run-daily %s: stage %s stopped by a quality gate: %s", cfg.date, stage.name, exc)
+            code = 1
         timings.append((stage.name, time.time() - stage_started))
         if code:
             log.error(

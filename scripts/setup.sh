@@ -8,6 +8,9 @@
 # wheel is cached in $RECSYS_CACHE (default ~/.cache/recsys-spark) keyed by the torch version, so a
 # second setup installs it in seconds.
 #
+# Debian's `chromium` (headless browser for the Data Docs test) is apt-installed when missing, if this
+# runs as root or with passwordless sudo; otherwise setup says so and goes on (that test then fails).
+#
 # Options (environment): PYTHON (interpreter, default python3), RECSYS_CACHE, RECSYS_SKIP_AIRFLOW=1,
 # RECSYS_SKIP_HOROVOD=1 (both only for quick local hacking; tests that need them then fail loudly).
 set -euo pipefail
@@ -108,6 +111,36 @@ setup_airflow() {
     touch "$airflow_stamp"
 }
 
+setup_browser() {
+    # Checked on every run (not under the stamp): it is a system package, not part of the virtualenvs.
+    if command -v chromium >/dev/null 2>&1; then
+        log "chromium present ($(command -v chromium))"
+        return
+    fi
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo=(sudo -n)
+        else
+            log "chromium missing and not root (no passwordless sudo): NOT installing it; run" \
+                "'sudo apt-get install -y chromium' or tests/test_report_browser.py fails"
+            return
+        fi
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "chromium missing and no apt-get here: install a headless Chromium as 'chromium' on PATH"
+        return
+    fi
+    log "installing Debian's chromium (headless browser for the Data Docs test)"
+    local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -y -q)
+    if ! "${apt[@]}" install chromium >/dev/null 2>&1; then
+        "${apt[@]}" update >/dev/null 2>&1 || true  # a fresh image may have no package lists yet
+        "${apt[@]}" install chromium >/dev/null \
+            || log "apt-get install chromium failed: tests/test_report_browser.py will fail until it is installed"
+    fi
+}
+
 setup_main
+setup_browser
 setup_airflow
 log "environment ready in $(( $(date +%s) - start ))s"

@@ -109,33 +109,54 @@ def test_unknown_stage_is_a_usage_error(spark, tmp_path, capsys):
     assert "unknown stages ['nope']" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_spark_submit_runs_walks_on_the_lake(daily_lake):
+def spark_submit(job: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
-    result = subprocess.run(
+    return subprocess.run(
         [
             str(Path(sys.executable).parent / "spark-submit"),
             "--master",
             "local[2]",
-            str(REPO / "jobs" / "walks.py"),
-            "--lake",
-            daily_lake.root,
-            "--method",
-            "node2vec",
-            "--num-walks",
-            "2",
-            "--walk-length",
-            "5",
-            "--q",
-            "0.5",
+            str(REPO / "jobs" / f"{job}.py"),
+            *args,
         ],
         capture_output=True,
         text=True,
         env=env,
-        timeout=600,
+        timeout=900,
+    )
+
+
+@pytest.mark.slow
+def test_spark_submit_runs_walks_on_the_lake(daily_lake):
+    result = spark_submit(
+        "walks",
+        "--lake",
+        daily_lake.root,
+        "--method",
+        "node2vec",
+        "--num-walks",
+        "2",
+        "--walk-length",
+        "5",
+        "--q",
+        "0.5",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "walks node2vec:" in result.stdout
     assert (
         daily_lake.read("walks").filter("method = 'node2vec'").selectExpr("max(size(items))").first()[0] <= 5
     )
+
+
+@pytest.mark.slow
+def test_spark_submit_trains_on_two_ranks_and_evaluates(daily_lake):
+    result = spark_submit(
+        "train", "--lake", daily_lake.root, "--model", "ranker", "--np", "2", "--date", "2026-11-04"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "train ranker full: published full-2026-11-04" in result.stdout and "rank 1/2" in result.stdout
+    result = spark_submit(
+        "evaluate", "--lake", daily_lake.root, "--date", "2026-11-04", "--channels", "popularity"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "popularity" in result.stdout

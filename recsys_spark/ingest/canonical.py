@@ -63,8 +63,13 @@ def string_csv(spark: SparkSession, path: str, columns: list[str], **options: st
 
 
 def read_strings(
-    spark: SparkSession, path: str, required: tuple[str, ...], default_columns: tuple[str, ...],
-    fmt: str = "auto", header: bool = True, delimiter: str = ",",
+    spark: SparkSession,
+    path: str,
+    required: tuple[str, ...],
+    default_columns: tuple[str, ...],
+    fmt: str = "auto",
+    header: bool = True,
+    delimiter: str = ",",
 ) -> tuple[DataFrame, list[str]]:
     """A canonical file as strings with `_corrupt` and `_row`; returns it and its (lower-cased) columns.
 
@@ -73,7 +78,7 @@ def read_strings(
     """
     if file_format(path, fmt) == "parquet":
         df = spark.read.parquet(path)
-        df = df.select(*[F.col(f"`{c}`").cast("string").alias(c.lower()) for c in df.columns])
+        df = df.select(*[_as_text(f).alias(f.name.lower()) for f in df.schema.fields])
         df = df.withColumn(CORRUPT, F.lit(None).cast("string"))
         columns = [c for c in df.columns if c != CORRUPT]
     else:
@@ -90,12 +95,25 @@ def read_strings(
     return df.withColumn(ROW, raw_row(columns)), columns
 
 
+def _as_text(field: T.StructField) -> Column:
+    """A Parquet column as the string a CSV would hold. Doubles need care: Spark writes 1709287200.5 as
+    `1.7092872005E9`, which no parser here reads, so float epoch times were all quarantined."""
+    col = F.col(f"`{field.name}`")
+    if isinstance(field.dataType, (T.FloatType, T.DoubleType)):
+        whole = col.try_cast("long").cast("string")
+        return F.when(col == F.floor(col), whole).otherwise(col.try_cast("decimal(38,9)").cast("string"))
+    return col.cast("string")
+
+
 def header_names(spark: SparkSession, path: str, delimiter: str) -> list[str]:
     """The names in a CSV's first line; a local plain file is read directly, sparing a Spark job."""
     sep = {"\\t": "\t"}.get(delimiter, delimiter)
     if "://" not in path and os.path.isfile(path) and not path.endswith(".gz") and len(sep) == 1:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            return next(csv.reader(f, delimiter=sep), [])
+        # Only the first line, leniently decoded: a text reader would decode a whole buffer, so one
+        # non-UTF-8 byte in the first records failed the entire file instead of quarantining that line.
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20).decode("utf-8-sig", errors="replace")
+        return next(csv.reader([first], delimiter=sep), [])
     return spark.read.option("header", True).option("sep", delimiter).csv(path).columns
 
 
@@ -140,8 +158,15 @@ def to_events(valid: DataFrame) -> DataFrame:
 
 
 def parse_events(
-    spark: SparkSession, path: str, *, run_id: str, min_ts: str, max_ts: str,
-    fmt: str = "auto", header: bool = True, delimiter: str = ",",
+    spark: SparkSession,
+    path: str,
+    *,
+    run_id: str,
+    min_ts: str,
+    max_ts: str,
+    fmt: str = "auto",
+    header: bool = True,
+    delimiter: str = ",",
 ) -> Parsed:
     """A canonical events file: columns user_id, item_id, event, ts and optionally session_id, dwell_ms."""
     df, _ = read_strings(spark, path, EVENT_COLUMNS[:4], EVENT_COLUMNS, fmt, header, delimiter)
@@ -152,15 +177,25 @@ def parse_events(
     return Parsed(staged, valid, rejected_rows(staged, "events", run_id))
 
 
-def parse_items(spark: SparkSession, path: str, *, run_id: str, fmt: str = "auto", header: bool = True,
-                delimiter: str = ",") -> Parsed:
+def parse_items(
+    spark: SparkSession,
+    path: str,
+    *,
+    run_id: str,
+    fmt: str = "auto",
+    header: bool = True,
+    delimiter: str = ",",
+) -> Parsed:
     """A canonical items file; in CSV, `tags` is pipe-separated (`a|b`)."""
     df, _ = read_strings(spark, path, ("item_id",), ITEM_COLUMNS, fmt, header, delimiter)
-    staged = classify(df, {
-        "wrong_column_count": malformed(),
-        "missing_item_id": blank("item_id"),
-        "unparseable_ts": ~blank("created_ts") & parse_ts("created_ts").isNull(),
-    })
+    staged = classify(
+        df,
+        {
+            "wrong_column_count": malformed(),
+            "missing_item_id": blank("item_id"),
+            "unparseable_ts": ~blank("created_ts") & parse_ts("created_ts").isNull(),
+        },
+    )
     # Parquet arrays arrive here as their string form "[a, b]"; CSV tags as "a|b".
     tags = F.regexp_replace(F.trim("tags"), r"^\[|\]$", "")
     valid = staged.filter(F.col(REASON).isNull()).select(
@@ -173,15 +208,25 @@ def parse_items(spark: SparkSession, path: str, *, run_id: str, fmt: str = "auto
     return Parsed(staged, valid, rejected_rows(staged, "items", run_id))
 
 
-def parse_users(spark: SparkSession, path: str, *, run_id: str, fmt: str = "auto", header: bool = True,
-                delimiter: str = ",") -> Parsed:
+def parse_users(
+    spark: SparkSession,
+    path: str,
+    *,
+    run_id: str,
+    fmt: str = "auto",
+    header: bool = True,
+    delimiter: str = ",",
+) -> Parsed:
     """A canonical users file in the `users` contract's columns."""
     df, _ = read_strings(spark, path, ("user_id",), USER_COLUMNS, fmt, header, delimiter)
-    staged = classify(df, {
-        "wrong_column_count": malformed(),
-        "missing_user_id": blank("user_id"),
-        "unparseable_ts": ~blank("signup_ts") & parse_ts("signup_ts").isNull(),
-    })
+    staged = classify(
+        df,
+        {
+            "wrong_column_count": malformed(),
+            "missing_user_id": blank("user_id"),
+            "unparseable_ts": ~blank("signup_ts") & parse_ts("signup_ts").isNull(),
+        },
+    )
     valid = staged.filter(F.col(REASON).isNull()).select(
         F.trim("user_id").alias("user_id"),
         _blank_null("gender"),

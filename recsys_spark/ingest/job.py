@@ -32,12 +32,16 @@ MOVIELENS_MIN_TS = "1995-01-01"  # MovieLens ratings go back to 1995; 2000 would
 class IngestConfig(CommonConfig):
     """Rows that fail a check go to the `quarantine` table with the reason; nothing is dropped silently."""
 
-    events: str | None = option(None, "Events file (required): canonical CSV/Parquet, ratings file, UserBehavior.csv.")
+    events: str | None = option(
+        None, "Events file (required): canonical CSV/Parquet, ratings file, UserBehavior.csv."
+    )
     format: str = option("canonical", "Input format.", choices=FORMATS)
     items: str | None = option(None, "Items file: canonical items, or MovieLens u.item / movies.csv.")
     users: str | None = option(None, "Users file: canonical users, or MovieLens u.user / users.dat.")
     file_format: str = option(
-        "auto", "Canonical files only: csv or parquet; auto = from the extension.", choices=["auto", "csv", "parquet"]
+        "auto",
+        "Canonical files only: csv or parquet; auto = from the extension.",
+        choices=["auto", "csv", "parquet"],
     )
     csv_header: bool = option(True, "Canonical CSV files have a header line naming the columns.")
     delimiter: str = option(",", "Field delimiter of canonical CSV and Taobao files.")
@@ -131,7 +135,9 @@ def ingest(cfg: IngestConfig, spark: SparkSession, lake) -> IngestSummary:
         union = rejected[0]
         for df in rejected[1:]:
             union = union.unionByName(df)
-        summary.quarantine_written, summary.quarantine_already_present = quarantine.append_new(lake, union, metadata)
+        summary.quarantine_written, summary.quarantine_already_present = quarantine.append_new(
+            lake, union, metadata
+        )
     finally:
         for df in persisted:
             df.unpersist()
@@ -153,14 +159,19 @@ def _sides(cfg, spark, parsed: Parsed, items: str | None, users: str | None, run
             yield "users", movielens.parse_users(spark, users, run_id=run_id, first_seen=first)
     else:
         empty = parsed.staged.limit(0)
-        yield "items", Parsed(empty, taobao.items_from(parsed.staged), quarantine.rejected_rows(empty, "items", run_id))
+        yield (
+            "items",
+            Parsed(empty, taobao.items_from(parsed.staged), quarantine.rejected_rows(empty, "items", run_id)),
+        )
 
 
 def write_events(lake, valid: DataFrame, summary: IngestSummary, metadata: dict[str, str]) -> None:
     """Append the valid events that are neither duplicates within the input nor already in the lake."""
     key = ["user_id", "item_id", "event", "ts", "session_id", "dt"]
     # Duplicates may differ in dwell_ms (not part of the key): keep the longest, deterministically.
-    distinct = valid.groupBy(*key).agg(F.max("dwell_ms").alias("dwell_ms"), F.count(F.lit(1)).alias("_copies"))
+    distinct = valid.groupBy(*key).agg(
+        F.max("dwell_ms").alias("dwell_ms"), F.count(F.lit(1)).alias("_copies")
+    )
     existing = None
     if lake.exists("events"):
         dates = [r[0] for r in distinct.select("dt").distinct().collect()]
@@ -190,7 +201,11 @@ def upsert(lake, table: str, rows: DataFrame, metadata: dict[str, str]) -> int:
     rows = schema.conform(rows)
     # One row per id even if the input repeats an id: the same one every run.
     order = [F.col(c).desc_nulls_last() for c in rows.columns]
-    rows = rows.withColumn("_n", F.row_number().over(Window.partitionBy(key).orderBy(*order))).filter("_n = 1").drop("_n")
+    rows = (
+        rows.withColumn("_n", F.row_number().over(Window.partitionBy(key).orderBy(*order)))
+        .filter("_n = 1")
+        .drop("_n")
+    )
     if not lake.exists(table):
         changed = rows.count()
         if changed:

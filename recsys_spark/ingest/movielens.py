@@ -25,8 +25,25 @@ from recsys_spark.ingest.quarantine import (
 )
 
 GENRES_100K = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 NO_GENRE = ("unknown", "(no genres listed)")
 
@@ -45,8 +62,11 @@ class Layout:
 _DAT = dict(sep="::", encoding="ISO-8859-1")
 LAYOUTS = {
     "u.data": Layout(("user_id", "item_id", "rating", "timestamp"), "\t"),
-    "u.item": Layout(("movie_id", "title", "release_date", "video_release_date", "imdb_url", *GENRES_100K),
-                     "|", encoding="ISO-8859-1"),
+    "u.item": Layout(
+        ("movie_id", "title", "release_date", "video_release_date", "imdb_url", *GENRES_100K),
+        "|",
+        encoding="ISO-8859-1",
+    ),
     "u.user": Layout(("user_id", "age", "gender", "occupation", "zip_code"), "|"),
     "ratings.dat": Layout(("user_id", "movie_id", "rating", "timestamp"), **_DAT),
     "movies.dat": Layout(("movie_id", "title", "genres"), **_DAT),
@@ -67,19 +87,33 @@ def layout(path: str) -> tuple[str, Layout]:
 def read(spark: SparkSession, path: str) -> tuple[str, DataFrame]:
     name, lay = layout(path)
     # The pipe/tab/:: files do not quote: a stray " in a title must not swallow the separators.
-    df = string_csv(spark, path, list(lay.columns), sep=lay.sep, header=str(lay.header).lower(),
-                    encoding=lay.encoding, quote='"' if lay.quoted else "")
+    df = string_csv(
+        spark,
+        path,
+        list(lay.columns),
+        sep=lay.sep,
+        header=str(lay.header).lower(),
+        encoding=lay.encoding,
+        quote='"' if lay.quoted else "",
+    )
     return name, df.withColumn(ROW, raw_row(list(lay.columns)))
 
 
-def parse_ratings(spark: SparkSession, path: str, *, run_id: str, min_ts: str, max_ts: str,
-                  like_threshold: float = 4.0) -> Parsed:
+def parse_ratings(
+    spark: SparkSession, path: str, *, run_id: str, min_ts: str, max_ts: str, like_threshold: float = 4.0
+) -> Parsed:
     name, df = read(spark, path)
     user, item = LAYOUTS[name].columns[:2]
-    df = df.withColumns({
-        "user_id": F.col(user), "item_id": F.col(item), "event": F.lit("click"), "ts": F.col("timestamp"),
-        "session_id": F.lit(None).cast("string"), "dwell_ms": F.lit(None).cast("string"),
-    })
+    df = df.withColumns(
+        {
+            "user_id": F.col(user),
+            "item_id": F.col(item),
+            "event": F.lit("click"),
+            "ts": F.col("timestamp"),
+            "session_id": F.lit(None).cast("string"),
+            "dwell_ms": F.lit(None).cast("string"),
+        }
+    )
     rating = F.trim("rating").try_cast("double")
     checks = {**event_checks(df, min_ts, max_ts), "unparseable_rating": rating.isNull()}
     staged = classify(df, checks)
@@ -100,8 +134,9 @@ def parse_items(spark: SparkSession, path: str, *, run_id: str) -> Parsed:
     else:
         genres = F.split(F.trim("genres"), r"\|")
         year = F.regexp_extract(F.trim("title"), r"\((\d{4})[^()]*\)$", 1)
-        created = F.when(year != "", F.make_timestamp(year.cast("int"), F.lit(1), F.lit(1), F.lit(0), F.lit(0),
-                                                      F.lit(0)))
+        created = F.when(
+            year != "", F.make_timestamp(year.cast("int"), F.lit(1), F.lit(1), F.lit(0), F.lit(0), F.lit(0))
+        )
     genres = F.filter(genres, lambda g: (g != "") & ~g.isin(*NO_GENRE))
     staged = classify(df, {"wrong_column_count": malformed(), "missing_item_id": blank(item)})
     valid = staged.filter(F.col(REASON).isNull()).select(
@@ -118,12 +153,18 @@ def age_bucket(age: Column) -> Column:
     # ml-1m stores the lower bound of its own buckets (1, 18, 25, 35, 45, 50, 56): they land in ours.
     return (
         F.when(age.isNull() | (age < 0), None)
-        .when(age < 18, "under-18").when(age < 25, "18-24").when(age < 35, "25-34")
-        .when(age < 45, "35-44").when(age < 55, "45-54").otherwise("55+")
+        .when(age < 18, "under-18")
+        .when(age < 25, "18-24")
+        .when(age < 35, "25-34")
+        .when(age < 45, "35-44")
+        .when(age < 55, "45-54")
+        .otherwise("55+")
     )
 
 
-def parse_users(spark: SparkSession, path: str, *, run_id: str, first_seen: DataFrame | None = None) -> Parsed:
+def parse_users(
+    spark: SparkSession, path: str, *, run_id: str, first_seen: DataFrame | None = None
+) -> Parsed:
     """u.user or users.dat. `first_seen` (user_id, signup_ts), e.g. each user's first rating, fills signup_ts."""
     _, df = read(spark, path)
     staged = classify(df, {"wrong_column_count": malformed(), "missing_user_id": blank("user_id")})
@@ -146,4 +187,3 @@ def parse_users(spark: SparkSession, path: str, *, run_id: str, first_seen: Data
 def first_ratings(events: DataFrame) -> DataFrame:
     """Each user's first rating time: MovieLens has no sign-up time, this is the closest it records."""
     return events.groupBy("user_id").agg(F.min("ts").alias("signup_ts"))
-

@@ -27,6 +27,7 @@ REASONS = (
     "negative_dwell_ms",
     "unparseable_dwell_ms",
     "unparseable_rating",
+    "unreadable_file",  # a whole landed file the stream cannot read (recsys_spark/streaming); row names it
 )
 
 REASON = "_reason"
@@ -52,7 +53,9 @@ def blank(col: Column | str) -> Column:
 def raw_row(columns: list[str]) -> Column:
     """The record as JSON: the fields as read, or the whole line when Spark could not split it."""
     fields = F.to_json(F.struct(*[F.col(f"`{c}`") for c in columns]))
-    return F.when(F.col(CORRUPT).isNotNull(), F.to_json(F.struct(F.col(CORRUPT).alias("line")))).otherwise(fields)
+    return F.when(F.col(CORRUPT).isNotNull(), F.to_json(F.struct(F.col(CORRUPT).alias("line")))).otherwise(
+        fields
+    )
 
 
 def malformed() -> Column:

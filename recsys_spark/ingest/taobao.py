@@ -17,18 +17,21 @@ COLUMNS = ("user_id", "item_id", "category_id", "behavior", "timestamp")
 BEHAVIORS = {"pv": "click", "fav": "like", "cart": "like", "buy": "purchase"}
 
 
-def parse_events(spark: SparkSession, path: str, *, run_id: str, min_ts: str, max_ts: str,
-                 delimiter: str = ",") -> Parsed:
+def parse_events(
+    spark: SparkSession, path: str, *, run_id: str, min_ts: str, max_ts: str, delimiter: str = ","
+) -> Parsed:
     df = string_csv(spark, path, list(COLUMNS), sep=delimiter, header="false")
     df = df.withColumn(ROW, raw_row(list(COLUMNS)))
     behavior = F.lower(F.trim("behavior"))
     mapping = F.create_map(*[F.lit(x) for pair in BEHAVIORS.items() for x in pair])
-    df = df.withColumns({
-        "event": F.when(behavior.isin(*BEHAVIORS), mapping[behavior]),
-        "ts": F.col("timestamp"),
-        "session_id": F.lit(None).cast("string"),
-        "dwell_ms": F.lit(None).cast("string"),
-    })
+    df = df.withColumns(
+        {
+            "event": F.when(behavior.isin(*BEHAVIORS), mapping[behavior]),
+            "ts": F.col("timestamp"),
+            "session_id": F.lit(None).cast("string"),
+            "dwell_ms": F.lit(None).cast("string"),
+        }
+    )
     staged = classify(df, event_checks(df, min_ts, max_ts))
     good = staged.filter(F.col(REASON).isNull())
     return Parsed(staged, to_events(good), rejected_rows(staged, "events", run_id))

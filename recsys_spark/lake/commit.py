@@ -14,7 +14,7 @@ import logging
 import posixpath
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import quote, unquote, urlparse
 
 import pyarrow.fs as pafs
@@ -76,11 +76,14 @@ class DeltaRsCommitter:
         commit_metadata: dict[str, str] | None = None,
         app_transaction: tuple[str, int] | None = None,
         spark_uri: str | None = None,
+        before_commit: Callable | None = None,
     ) -> int:
         """Commit `df` as a new version and return it.
 
         mode: "overwrite" (replace the table), "append", or "replace_partitions" (replace exactly the
         values of the single partition column listed in `replace_partitions`, leaving others alone).
+        `before_commit(staged_df)` runs on the staged files before anything is published; if it
+        raises, the staged files are removed and no version is committed (the publish gate).
         """
         from deltalake import DeltaTable
         from deltalake.transaction import CommitProperties, Transaction, create_table_with_add_actions
@@ -94,6 +97,8 @@ class DeltaRsCommitter:
         moved: list[str] = []
         try:
             writer.parquet(staging_spark)
+            if before_commit is not None:
+                before_commit(self._staged_frame(df, staging_rel, staging_spark))
             adds, moved = self._publish_files(staging_rel, partition_by)
             properties = CommitProperties(
                 custom_metadata=dict(commit_metadata or {}),
@@ -135,6 +140,13 @@ class DeltaRsCommitter:
         finally:
             self._delete_quietly(posixpath.join(self.root, staging_rel), directory=True)
         return DeltaTable(self.table_uri, storage_options=self.storage_options).version()
+
+    def _staged_frame(self, df, staging_rel: str, staging_spark: str):
+        """The staged Parquet files as a DataFrame with `df`'s schema and column order."""
+        selector = pafs.FileSelector(posixpath.join(self.root, staging_rel), recursive=True)
+        if not any(i.base_name.endswith(".parquet") for i in self.fs.get_file_info(selector)):
+            return df.sparkSession.createDataFrame([], df.schema)
+        return df.sparkSession.read.schema(df.schema).parquet(staging_spark).select(*df.columns)
 
     def _publish_files(self, staging_rel: str, partition_by: Sequence[str]):
         """Move staged Parquet files under the table's partition folders; return their AddActions."""

@@ -14,7 +14,8 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 from recsys_spark.lake.commit import DeltaRsCommitter, filesystem
@@ -23,6 +24,9 @@ from recsys_spark.lake.tables import table_schema
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "spark", "delta-rs")
+
+# gate(table, df_about_to_be_published, context): raise to stop the commit (see set_gate).
+Gate = Callable[[str, Any, Mapping[str, Any]], None]
 
 
 def _normalise_root(root: str) -> str:
@@ -57,6 +61,7 @@ class Lake:
             )
         self.engine = engine
         self.is_local = "://" not in self.root
+        self.gate: Gate | None = None
         log.info("lake at %s (engine %s)", self.root, engine)
 
     # -- paths -------------------------------------------------------------------------------
@@ -71,6 +76,15 @@ class Lake:
     def path(self, *parts: str) -> str:
         """A non-table location under the lake, e.g. `lake.path("_reports", "quality")`."""
         return os.path.join(self.root, *parts) if self.is_local else "/".join([self.root, *parts])
+
+    def set_gate(self, gate: Gate | None) -> None:
+        """Install (None: remove) a publish gate, called on every write after the new data is computed
+        and before the Delta commit, as `gate(table, df, context)`. `df` is the data about to become
+        the new version (on delta-rs: the staged Parquet files, so nothing is computed twice);
+        `context` has `mode`, `partition_column`, `partitions` and `metadata`. If the gate raises,
+        nothing is committed and the table stays at its previous version (quality/gate.py).
+        """
+        self.gate = gate
 
     def _committer(self, table: str) -> DeltaRsCommitter:
         return DeltaRsCommitter(self.uri(table), self.storage_options)
@@ -197,8 +211,9 @@ class Lake:
 
             df = df.filter(F.col(partition_column).cast("string").isin(list(values or [])))
         meta = {"recsys.table": table, **(metadata or {})}
+        check = self._gate_check(table, mode, partition_column, values, meta)
         if self.engine == "spark":
-            return self._write_spark(table, df, mode, partition_by, values, meta)
+            return self._write_spark(table, df, mode, partition_by, values, meta, check, app_transaction)
         version = self._committer(table).write(
             df,
             mode,
@@ -207,12 +222,42 @@ class Lake:
             commit_metadata=meta,
             app_transaction=app_transaction,
             spark_uri=self.spark_uri(table),
+            before_commit=check,
         )
         log.info("committed %s version %s (%s)", table, version, mode)
         return version
 
-    def _write_spark(self, table, df, mode, partition_by, values, meta) -> int:
+    def _gate_check(self, table, mode, partition_column, values, meta) -> Callable | None:
+        """`check(df)` calling the gate with this write's context; None without a gate or for a no-op."""
+        if self.gate is None or (mode == "replace_partitions" and not values):
+            return None
+        gate = self.gate
+        context = {
+            "mode": mode,
+            "partition_column": partition_column,
+            "partitions": list(values or []),
+            "metadata": meta,
+        }
+
+        def check(staged) -> None:
+            gate(table, staged, context)
+
+        return check
+
+    def _write_spark(
+        self, table, df, mode, partition_by, values, meta, check=None, app_transaction=None
+    ) -> int:
+        if check is not None:
+            # No staging folder on this engine: cache the rows so the gate and the write compute them once.
+            df = df.persist()
+            try:
+                check(df)
+                return self._write_spark(table, df, mode, partition_by, values, meta, None, app_transaction)
+            finally:
+                df.unpersist()
         writer = df.write.format("delta").option("userMetadata", json.dumps(meta))
+        if app_transaction:  # Delta's idempotent-write marker; a version already recorded is skipped
+            writer = writer.option("txnAppId", app_transaction[0]).option("txnVersion", app_transaction[1])
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         if mode == "append":
