@@ -79,6 +79,9 @@ def embedding_lists(lake, method: str, day: dt.date, hist: DataFrame, k: int) ->
     items = vectors.toPandas()
     index = {item: n for n, item in enumerate(items["item_id"])}
     matrix = np.stack(items["vector"].to_numpy()).astype(np.float64)
+    # Cosine, as word2vec similarity is read: raw SGNS norms grow with frequency and would rank
+    # every user's list by popularity instead of by closeness to their history.
+    matrix /= np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
     user_ids, rows = [], []
     for row in hist.collect():  # the sampled users only
         known = [index[i] for i in row["hist"] if i in index]
