@@ -65,6 +65,13 @@ def spark_session(
     from pyspark.sql import SparkSession
 
     _python_for_workers()
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):
+        # Under spark-submit the JVM already runs, with --master/--conf/--packages as its system
+        # properties; SparkConf() sees them only once the gateway is connected (before, it is empty and
+        # every spark-submit ran on local[*] whatever its --master). Connecting starts no new JVM.
+        from pyspark import SparkContext
+
+        SparkContext._ensure_initialized()
     submitted = SparkConf()  # picks up spark-submit's --master / --conf / --packages
     master = master or os.environ.get("SPARK_MASTER") or submitted.get("spark.master", None) or "local[*]"
     builder = SparkSession.builder.appName(app_name).master(master)
