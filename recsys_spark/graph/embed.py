@@ -149,7 +149,7 @@ def run(cfg: EmbedConfig, spark, lake) -> int:
             metadata={"date": str(cfg.date), "job": "embed", "method": stored, "trainer": cfg.trainer},
         )
     finally:
-        from recsys_spark.graph.job import remove_dir
+        from recsys_spark.lake.commit import remove_dir
 
         remove_dir(scratch)
     seconds = time.time() - started

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.graph.item_graph import item_graph
 from recsys_spark.graph.walks import WalkParams, random_walks, scratch_dir
+from recsys_spark.lake.commit import remove_dir
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +84,3 @@ def run_walks(cfg: WalksConfig, spark, lake) -> int:
         f"({(stats.steps or 0) / max(seconds, 1e-9):,.0f} steps/s, version {version}, {seconds:.1f}s)"
     )
     return 0
-
-
-def remove_dir(uri: str) -> None:
-    """Delete a scratch folder (local path or URI); nothing to do when it is already gone."""
-    from recsys_spark.lake.commit import filesystem
-
-    fs, path = filesystem(uri)
-    try:
-        fs.delete_dir(path)
-    except (FileNotFoundError, OSError):
-        log.debug("no scratch folder at %s", uri)

@@ -35,6 +35,23 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(uri)
 
 
+def delete_quietly(fs: pafs.FileSystem, path: str, directory: bool = False) -> None:
+    """Delete a file or folder; nothing to do when it is already gone (cleanup after a commit or a job)."""
+    try:
+        if directory:
+            fs.delete_dir(path)
+        else:
+            fs.delete_file(path)
+    except (FileNotFoundError, OSError):
+        log.debug("nothing to delete at %s", path)
+
+
+def remove_dir(uri: str) -> None:
+    """Delete a scratch folder given as a local path or URI, if it is there."""
+    fs, path = filesystem(uri)
+    delete_quietly(fs, path, directory=True)
+
+
 def _delta_schema(spark_schema):
     from deltalake import Schema
 
@@ -178,10 +195,4 @@ class DeltaRsCommitter:
         return adds, moved
 
     def _delete_quietly(self, path: str, directory: bool = False) -> None:
-        try:
-            if directory:
-                self.fs.delete_dir(path)
-            else:
-                self.fs.delete_file(path)
-        except (FileNotFoundError, OSError):
-            log.debug("nothing to delete at %s", path)
+        delete_quietly(self.fs, path, directory)

@@ -169,8 +169,8 @@ def train_version(
     cfg: TrainConfig, spark, lake, samples: DataFrame, day: dt.date, base_url: str | None, staging: str
 ):
     """Prepare the data, run the ranks; returns (rank results, store rows, vocabulary sizes)."""
-    from recsys_spark.graph.job import remove_dir
     from recsys_spark.graph.walks import scratch_dir
+    from recsys_spark.lake.commit import remove_dir
     from recsys_spark.train.launch import launch
     from recsys_spark.train.loop import train_model
 
@@ -266,7 +266,7 @@ def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
         for v in expired:
             registry.drop(FULL, v)
     finally:
-        from recsys_spark.graph.job import remove_dir
+        from recsys_spark.lake.commit import remove_dir
 
         remove_dir(staging)
     _print(summary, results)
@@ -329,7 +329,7 @@ def run_incremental(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
             if v != version:
                 registry.drop(INCREMENTAL, v)
     finally:
-        from recsys_spark.graph.job import remove_dir
+        from recsys_spark.lake.commit import remove_dir
 
         remove_dir(staging)
         period.unpersist()
