@@ -70,6 +70,12 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "Run a table's Great Expectations suite; Data Docs under _reports/quality/.",
     ),
+    "stream": (
+        "recsys_spark.streaming.job",
+        "StreamConfig",
+        "run",
+        "Structured Streaming ingest of landed event files, exactly once.",
+    ),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
     "tables": (
         "recsys_spark.lake.show",
