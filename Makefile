@@ -11,12 +11,12 @@ demo: setup
 	bash scripts/demo.sh $(DEMO_LAKE)
 
 test: setup
-	$(PY) -m ruff check recsys_spark jobs tests benchmarks
+	$(PY) -m ruff check recsys_spark jobs tests benchmarks airflow_dags
 	$(PY) -m pytest -q -ra
 
 lint: setup
-	$(PY) -m ruff check recsys_spark jobs tests benchmarks
-	$(PY) -m ruff format --check recsys_spark jobs tests benchmarks
+	$(PY) -m ruff check recsys_spark jobs tests benchmarks airflow_dags
+	$(PY) -m ruff format --check recsys_spark jobs tests benchmarks airflow_dags
 
 bench: setup
 	$(PY) benchmarks/run_all.py

@@ -70,6 +70,12 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "Run a table's Great Expectations suite; Data Docs under _reports/quality/.",
     ),
+    "publish": (
+        "recsys_spark.publish",
+        "PublishConfig",
+        "run",
+        "Mark a day's outputs as published after every check passed.",
+    ),
     "stream": (
         "recsys_spark.streaming.job",
         "StreamConfig",
