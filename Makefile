@@ -12,7 +12,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check recsys_spark jobs tests benchmarks airflow_dags
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 lint: setup
 	$(PY) -m ruff check recsys_spark jobs tests benchmarks airflow_dags
