@@ -108,8 +108,27 @@ def spark_session(
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level)
+    _quiet_single_partition_window_warning(spark, log_level)
     log.info("spark session %s on %s (Spark %s)", app_name, master, spark.version)
     return spark
+
+
+def _quiet_single_partition_window_warning(spark, log_level: str) -> None:
+    """Keep WindowExec's "No Partition Defined" warning out of the logs unless debugging.
+
+    Our windows without PARTITION BY number vocabularies and catalogues (items, not events), on
+    purpose; Spark repeats the warning at every plan, hundreds of times per daily run, burying the
+    progress lines. Driver-side only: the warning is raised while planning.
+    """
+    if log_level.upper() in ("DEBUG", "TRACE", "ALL"):
+        return
+    try:
+        jvm = spark.sparkContext._jvm
+        jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+            "org.apache.spark.sql.execution.window.WindowExec", jvm.org.apache.logging.log4j.Level.ERROR
+        )
+    except Exception as exc:  # another logging backend: the warning stays, nothing else changes
+        log.debug("cannot lower WindowExec's log level: %s", exc)
 
 
 def delta_available(spark) -> bool:

@@ -21,3 +21,10 @@ def test_delta_jars_are_detected_from_submit_options():
 def test_delta_format_is_not_claimed_without_its_jars(spark):
     # No Maven here: the jars are absent, so the lake must fall back to delta-rs.
     assert not delta_available(spark)
+
+
+def test_single_partition_window_warning_is_quiet_but_other_warnings_stay(spark):
+    # Our catalogue-numbering windows made WindowExec log one WARN per plan, ~800 lines per demo run.
+    logs = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager
+    assert str(logs.getLogger("org.apache.spark.sql.execution.window.WindowExec").getLevel()) == "ERROR"
+    assert str(logs.getLogger("org.apache.spark.sql.execution.SparkPlan").getLevel()) != "ERROR"
