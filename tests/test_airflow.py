@@ -448,13 +448,20 @@ def test_failed_quality_check_stops_the_run_before_publish(airflow, generated_la
     assert not (lake / "_reports" / "published").exists()
 
 
+def _show(request, table: str) -> None:
+    """Print a run's task timings past pytest's capture: CI logs keep them for every run."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled():
+        print("\n" + table)
+
+
 @pytest.fixture(scope="module")
-def daily_runs(airflow, generated_lake, tmp_path_factory) -> dict:
+def daily_runs(airflow, generated_lake, tmp_path_factory, request) -> dict:
     lake = _copy_lake(generated_lake, tmp_path_factory.mktemp("daily") / "lake")
     first = airflow.dags_test("recsys_daily_full", D1, {**TINY, **DAY1, "lake": str(lake)})
-    print("\n" + _timing_table(f"recsys_daily_full {D1}", first))
+    _show(request, _timing_table(f"recsys_daily_full {D1}", first))
     second = airflow.dags_test("recsys_daily_full", D2, {**TINY, "lake": str(lake), "skip": SKIP_HEAVY})
-    print("\n" + _timing_table(f"recsys_daily_full {D2} (skip {SKIP_HEAVY})", second))
+    _show(request, _timing_table(f"recsys_daily_full {D2} (skip {SKIP_HEAVY})", second))
     return {"lake": lake, D1: first, D2: second}
 
 
@@ -528,12 +535,12 @@ def test_consecutive_days_warm_start_from_yesterday(daily_runs):
 
 
 @pytest.mark.slow
-def test_incremental_dag_updates_both_models(daily_runs, airflow):
+def test_incremental_dag_updates_both_models(daily_runs, airflow, request):
     lake = daily_runs["lake"]
     result = airflow.dags_test(
         "recsys_incremental", f"{D3}T12:00:00+00:00", {**TINY, "lake": str(lake), "stream_mode": "once"}
     )
-    print("\n" + _timing_table("recsys_incremental", result))
+    _show(request, _timing_table("recsys_incremental", result))
     assert result["proc"].returncode == 0, _tail(result["proc"])
     assert {t: v["state"] for t, v in result["tasks"].items()} == {
         "ensure_stream": "success",
