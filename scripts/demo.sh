@@ -17,12 +17,14 @@ last="$(date -u -d "2026-11-01 + $((days - 1)) days" +%F)"
 prev="$(date -u -d "$last - 1 day" +%F)"
 echo "== running the daily pipeline for $prev"
 # The first full run has no warm start, so it makes 3 passes over its one day (later days: 1).
-"$cli" run-daily --lake "$lake" --date "$prev" --train-epochs "${DEMO_TRAIN_EPOCHS:-3}"
+# Embeddings and both models train data-parallel on DEMO_NP Horovod ranks (Gloo), 2 by default.
+np="${DEMO_NP:-2}"
+"$cli" run-daily --lake "$lake" --date "$prev" --train-epochs "${DEMO_TRAIN_EPOCHS:-3}" --np "$np"
 echo "== evaluating everything built up to $prev on the held-out day $last"
 "$cli" evaluate --lake "$lake" --date "$last"
 echo "== incremental update of both models on $last's events"
 for model in two_tower ranker; do
-    "$cli" train --lake "$lake" --model "$model" --mode incremental --date "$last"
+    "$cli" train --lake "$lake" --model "$model" --mode incremental --date "$last" --np "$np"
 done
 echo "== tables in $lake"
 "$cli" tables --lake "$lake"
