@@ -123,6 +123,16 @@ def build_parser(job: str) -> tuple[argparse.ArgumentParser, type]:
     return parser, config_cls
 
 
+def _is_py4j_retry(record: logging.LogRecord) -> bool:
+    """py4j's note that it is retrying a command on a fresh connection (INFO, on the root logger).
+
+    It follows every Horovod/TorchDistributor launch (the launcher's forked children close a copy of
+    the driver's gateway socket) with a full traceback although the retry succeeds; a failed retry
+    is logged again at ERROR and stays visible.
+    """
+    return record.levelno < logging.WARNING and record.getMessage() == "Exception while sending command."
+
+
 def _configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
@@ -131,6 +141,9 @@ def _configure_logging(level: str) -> None:
     )
     for noisy in ("py4j", "urllib3", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if level.upper() != "DEBUG":
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: not _is_py4j_retry(record))
 
 
 def main(argv: Sequence[str] | None = None, spark=None) -> int:

@@ -104,3 +104,16 @@ def test_spark_submit_entry_point_runs_the_same_job(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"no tables in {tmp_path}" in result.stdout
+
+
+def test_py4j_retry_notes_are_dropped_but_its_errors_kept():
+    import logging
+
+    from recsys_spark.cli import _is_py4j_retry
+
+    def record(level: int, message: str) -> logging.LogRecord:
+        return logging.LogRecord("root", level, __file__, 1, message, None, None)
+
+    assert _is_py4j_retry(record(logging.INFO, "Exception while sending command."))
+    assert not _is_py4j_retry(record(logging.ERROR, "Exception while sending command."))
+    assert not _is_py4j_retry(record(logging.INFO, "train: starting"))
