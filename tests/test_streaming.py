@@ -305,6 +305,52 @@ def test_update_models_runs_incremental_training_after_new_events(spark, lake, t
     ]
 
 
+@pytest.mark.slow
+def test_streamed_events_update_the_id_embeddings_of_the_served_model(spark, tmp_path):
+    """--update-models for real: a full two-tower version, then a streamed batch of next-day events
+    publishes an incremental version on top of it, moving only the ID embeddings."""
+    import torch
+
+    from recsys_spark import cli
+    from recsys_spark.lake.delta import Lake
+    from recsys_spark.train.features import load_checkpoint
+
+    root = str(tmp_path / "lake")
+
+    def run(*args: str) -> int:
+        return cli.main([args[0], "--lake", root, *args[1:]], spark=spark)
+
+    assert run("generate", "--users", "150", "--items", "60", "--days", "3", "--seed", "4") == 0
+    lake = Lake(spark, root)
+    last = lake.read("events").agg(F.max("dt")).first()[0]
+    assert run("stats", "--date", str(last)) == 0
+    assert run("samples", "--date", str(last), "--hard-negative-channel", "none") == 0
+    fast = ["--launcher", "local", "--epochs", "1", "--batch-size", "128"]
+    assert run("train", "--model", "two_tower", "--date", str(last), *fast) == 0
+    full = f"full-{last}"
+    base = load_checkpoint(lake.path("_models", "two_tower", "full", full, "checkpoint.pt"))
+
+    day = last + dt.timedelta(days=1)  # the next day, as the stream would land it
+    known = [
+        (r.user_id, r.item_id) for r in lake.read("events").filter(F.col("dt") == last).limit(40).collect()
+    ]
+    rows = [[u, i, "click", _iso(day, 60 + k), f"s-{u}", 1000] for k, (u, i) in enumerate(known)]
+    files = [f"file://{_land(tmp_path / 'landing', 'next.csv', _csv(rows))}"]
+    processor = BatchProcessor(StreamConfig(lake=root, update_models=["two_tower"]), spark, lake)
+    processor.process(files, 0, app_id="stream-test")
+
+    latest = json.loads(Path(lake.path("_models", "two_tower", "LATEST.json")).read_text())
+    inc = latest["incremental"]
+    assert inc["version"] == f"inc-{day}-001" and inc["base"] == full and latest["serving"] == inc["version"]
+    updated = load_checkpoint(
+        lake.path("_models", "two_tower", "incremental", inc["version"], "checkpoint.pt")
+    )
+    for a, b in zip(base.dense_parameters(), updated.dense_parameters()):
+        assert torch.equal(a, b)  # dense layers bit-identical
+    old, new = base.user_emb.weight, updated.user_emb.weight
+    assert not torch.equal(new[: old.shape[0]], old)  # the streamed users' embeddings learned
+
+
 def test_one_stream_per_lake(lake):
     os.makedirs(checkpoint_dir(lake), exist_ok=True)
     with StreamLock(lake), pytest.raises(RuntimeError, match=f"holds .* \\(pid {os.getpid()}\\)"):
