@@ -107,20 +107,20 @@ def train_sgns(comm, walks_url: str, vocab_url: str, out_url: str, params: dict)
     shard = _read_shard(walks_url, comm.rank, comm.size, p.seed)
     raw_tokens = sum(len(w) for w in shard)
     started, step, pairs_done, loss_sum = time.time(), 0, 0, 0.0
-    steps_per_epoch = comm.allreduce_max(
-        max(
-            1,
-            int(
-                np.ceil(
-                    len(skipgram_pairs(shard, keep, p.window, np.random.default_rng(0))[0]) / p.batch_size
-                )
-            ),
-        )
-    )
+
+    def epoch_pairs(epoch: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([p.seed, comm.rank, epoch])
+        return (rng, *skipgram_pairs(shard, keep, p.window, rng))
+
+    # Every rank takes the same number of steps per epoch (the collectives must pair up): the most
+    # any rank has in its first epoch. Later epochs draw about as many pairs (same walks, same keep
+    # probabilities); a rank short of pairs cycles them, one with more leaves the rest to other epochs.
+    first = epoch_pairs(0)
+    steps_per_epoch = comm.allreduce_max(max(1, int(np.ceil(len(first[1]) / p.batch_size))))
     total_steps = p.epochs * steps_per_epoch
     for epoch in range(p.epochs):
-        rng = np.random.default_rng([p.seed, comm.rank, epoch])
-        centers, contexts = skipgram_pairs(shard, keep, p.window, rng)
+        rng, centers, contexts = first if epoch == 0 else epoch_pairs(epoch)
+        first = None  # holds no pairs past their epoch
         order = rng.permutation(len(centers))
         for b in range(steps_per_epoch):
             if len(order) == 0:
