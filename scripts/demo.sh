@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole pipeline on built-in synthetic data: generate a lake, run the daily pipeline, list the tables.
+# The whole pipeline on built-in synthetic data: generate a lake, run the daily pipeline, stream the next
+# day in, evaluate on it, update the models incrementally, list the tables.
 # Usage: scripts/demo.sh [LAKE_DIR]   (`make demo` sets up the environment first)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -8,11 +9,11 @@ cli="$root/.venv/bin/recsys-spark"
 [ -x "$cli" ] || { echo "no $cli: run 'make demo' (it sets up first) or scripts/setup.sh" >&2; exit 2; }
 export PYSPARK_PYTHON="$root/.venv/bin/python" PYSPARK_DRIVER_PYTHON="$root/.venv/bin/python"
 start=$(date +%s)
-echo "== generating synthetic data into $lake"
-"$cli" generate --lake "$lake" --users "${DEMO_USERS:-2000}" --items "${DEMO_ITEMS:-1000}" --days "${DEMO_DAYS:-7}" --seed 1
+echo "== generating synthetic data into $lake (the latest day is landed as files for the stream)"
+"$cli" generate --lake "$lake" --users "${DEMO_USERS:-2000}" --items "${DEMO_ITEMS:-1000}" --days "${DEMO_DAYS:-7}" --seed 1 --land-days 1
 days="${DEMO_DAYS:-7}"
-# The day before the latest runs the daily pipeline; the latest day is then held out for evaluation
-# and fed to the incremental update, as the next day's events would be.
+# The day before the latest runs the daily pipeline; the latest day arrives afterwards through the
+# streaming ingest, is held out for evaluation and fed to the incremental update.
 last="$(date -u -d "2026-11-01 + $((days - 1)) days" +%F)"
 prev="$(date -u -d "$last - 1 day" +%F)"
 echo "== running the daily pipeline for $prev"
@@ -20,6 +21,8 @@ echo "== running the daily pipeline for $prev"
 # Embeddings and both models train data-parallel on DEMO_NP Horovod ranks (Gloo), 2 by default.
 np="${DEMO_NP:-2}"
 "$cli" run-daily --lake "$lake" --date "$prev" --train-epochs "${DEMO_TRAIN_EPOCHS:-3}" --np "$np"
+echo "== streaming ingest of $last's landed event files (exactly once; availableNow trigger)"
+"$cli" stream --lake "$lake" --once
 echo "== evaluating everything built up to $prev on the held-out day $last"
 "$cli" evaluate --lake "$lake" --date "$last"
 echo "== incremental update of both models on $last's events"

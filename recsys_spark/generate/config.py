@@ -80,6 +80,11 @@ class GenerateConfig(CommonConfig):
     partitions: int = option(
         0, "Spark tasks generating events (0 = auto, about 1M events each); does not change the data."
     )
+    land_days: int = option(
+        0,
+        "Hold back the last N days of events from the events table and land them instead as JSON-lines "
+        "files (one per day and hour) in <lake>/_landing/events/, for `recsys-spark stream` to pick up.",
+    )
 
     def action_rates(self) -> dict[str, float]:
         return {name: float(getattr(self, f"{name}_rate")) for name in ACTIONS}
@@ -94,6 +99,8 @@ class GenerateConfig(CommonConfig):
         for name in probabilities + tuple(f"{a}_rate" for a in ACTIONS):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
+        if not 0 <= self.land_days < self.days:
+            raise ValueError(f"--land-days must be in [0, --days), got {self.land_days}")
         for name in ("session_length", "segment_length"):
             if getattr(self, name) < 1.0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import logging
 import time
 
+from pyspark.sql import functions as F
+
 from recsys_spark.generate.config import GenerateConfig, expected_events
+from recsys_spark.generate.landing import land_events
 from recsys_spark.generate.tables import TABLES, generate_tables
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,14 @@ def run(cfg: GenerateConfig, spark, lake) -> int:
     log.info("generate: about %.0f events expected for %s", expected_events(cfg), settings)
     counts: dict[str, int] = {}
     started = time.time()
+    if cfg.land_days:
+        first_landed = cfg.start_date + dt.timedelta(days=cfg.days - cfg.land_days)
+        events = tables["events"]
+        landed = land_events(events.filter(F.col("dt") >= F.lit(first_landed)), lake)
+        print(
+            f"generate: landed {len(landed)} event files from {first_landed} on in {lake.path('_landing', 'events')}"
+        )
+        tables = {**tables, "events": events.filter(F.col("dt") < F.lit(first_landed))}
     for name in TABLES:
         t0 = time.time()
         version = lake.overwrite(name, tables[name], metadata=metadata)
