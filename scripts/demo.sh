@@ -23,6 +23,8 @@ np="${DEMO_NP:-2}"
 "$cli" run-daily --lake "$lake" --date "$prev" --train-epochs "${DEMO_TRAIN_EPOCHS:-3}" --np "$np"
 echo "== streaming ingest of $last's landed event files (exactly once; availableNow trigger)"
 "$cli" stream --lake "$lake" --once
+echo "== data-quality suite of the streamed day (Data Docs and status board under $lake/_reports/quality/)"
+"$cli" validate --lake "$lake" --table events --date "$last"
 echo "== evaluating everything built up to $prev on the held-out day $last"
 "$cli" evaluate --lake "$lake" --date "$last"
 echo "== incremental update of both models on $last's events"
@@ -32,3 +34,4 @@ done
 echo "== tables in $lake"
 "$cli" tables --lake "$lake"
 echo "== demo finished in $(( $(date +%s) - start ))s; explore with: $cli tables --lake $lake --history"
+echo "   reports: $lake/_reports/quality/index.html (quality), $lake/_reports/evaluation/$last.html (evaluation)"
