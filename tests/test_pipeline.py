@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,14 +150,42 @@ def test_spark_submit_runs_walks_on_the_lake(daily_lake):
 
 
 @pytest.mark.slow
-def test_spark_submit_trains_on_two_ranks_and_evaluates(daily_lake):
-    result = spark_submit(
-        "train", "--lake", daily_lake.root, "--model", "ranker", "--np", "2", "--date", "2026-11-04"
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "train ranker full: published full-2026-11-04" in result.stdout and "rank 1/2" in result.stdout
+def test_spark_submit_evaluates(daily_lake):
     result = spark_submit(
         "evaluate", "--lake", daily_lake.root, "--date", "2026-11-04", "--channels", "popularity"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "popularity" in result.stdout
+
+
+@pytest.mark.slow
+def test_spark_submit_samples_then_both_models_full_and_incremental_on_two_ranks(spark, tmp_path):
+    """The training half of the day as spark-submit runs it: samples, then each model's full update on
+    2 Horovod ranks, then each model's incremental update on 2 ranks from the next day's events."""
+    root = str(tmp_path / "lake")
+    args = ["--lake", root, "--users", "200", "--items", "80", "--days", "4", "--seed", "7"]
+    assert cli.main(["generate", *args], spark=spark) == 0
+    assert cli.main(["stats", "--lake", root, "--date", "2026-11-03"], spark=spark) == 0
+
+    result = spark_submit(
+        "samples", "--lake", root, "--date", "2026-11-03", "--hard-negative-channel", "none"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for mode, day in (("full", "2026-11-03"), ("incremental", "2026-11-04")):
+        for model in ("two_tower", "ranker"):
+            result = spark_submit(
+                "train", "--lake", root, "--model", model, "--mode", mode, "--np", "2", "--date", day,
+                "--epochs", "1", "--batch-size", "128",
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr[-3000:]
+            fingerprints = re.findall(r"rank [01]/2: .* params (\w+)", result.stdout)
+            assert len(fingerprints) == 2 and len(set(fingerprints)) == 1, result.stdout[-2000:]  # one model
+    lake = Lake(spark, root)
+    assert lake.read("recall_samples").count() > 0 and lake.read("rank_samples").count() > 0
+    for model in ("two_tower", "ranker"):
+        latest = json.loads(Path(lake.path("_models", model, "LATEST.json")).read_text())
+        assert latest["full"]["version"] == "full-2026-11-03", latest
+        assert latest["incremental"]["version"] == "inc-2026-11-04-001", latest
+        assert (
+            latest["incremental"]["base"] == "full-2026-11-03" and latest["serving"] == "inc-2026-11-04-001"
+        )
