@@ -22,7 +22,6 @@ import datetime as dt
 import json
 import logging
 import sys
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,14 +77,11 @@ def _read_json(lake, *parts: str) -> dict | None:
 
 
 def write_json_atomically(lake, document: dict, *parts: str) -> str:
-    """Write `document` to the lake location `parts`: temporary file in the same folder, then rename."""
-    fs, path = _fs(lake, *parts)
-    folder, name = path.rsplit("/", 1) if "/" in path else (".", path)
-    fs.create_dir(folder, recursive=True)
-    tmp = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(tmp) as stream:
-        stream.write((json.dumps(document, indent=2, sort_keys=True, default=str) + "\n").encode())
-    fs.move(tmp, path)  # a rename on POSIX and HDFS; object stores write the final object in one piece
+    """Write `document` to the lake location `parts` atomically (`lake.commit.write_atomically`)."""
+    from recsys_spark.lake.commit import write_atomically
+
+    text = json.dumps(document, indent=2, sort_keys=True, default=str) + "\n"
+    write_atomically(lake.path(*parts), text.encode())
     return lake.path(*parts)
 
 

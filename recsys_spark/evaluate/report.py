@@ -15,13 +15,11 @@ Every piece of text from the data is escaped.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import html
 import json
 import math
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -70,19 +68,6 @@ def check_result(date: str, result: Mapping[str, Any]) -> None:
             raise ValueError(f"result[{section!r}] must map each name to a dict of metrics")
 
 
-def _atomic_write(fs, folder: str, name: str, data: bytes) -> None:
-    """Write `folder/name` via a temporary sibling and a move: readers see the old file or the new one."""
-    tmp = f"{folder}/.{name}.tmp-{uuid.uuid4().hex}"
-    try:
-        with fs.open_output_stream(tmp) as out:
-            out.write(data)
-        fs.move(tmp, f"{folder}/{name}")
-    except BaseException:
-        with contextlib.suppress(Exception):  # best effort; the original error matters
-            fs.delete_file(tmp)
-        raise
-
-
 def write_evaluation_report(lake, date: str, result: dict, details: dict | None = None) -> tuple[str, str]:
     """Write `<lake>/_reports/evaluation/<date>.json` (exactly `result`, strict JSON) and `<date>.html`.
 
@@ -90,15 +75,13 @@ def write_evaluation_report(lake, date: str, result: dict, details: dict | None 
     they are not written to the JSON. Returns `(json_path, html_path)` as lake locations (local paths or
     URIs). Both files are replaced when the same date is evaluated again.
     """
-    from recsys_spark.lake.commit import filesystem
+    from recsys_spark.lake.commit import write_atomically
 
     check_result(date, result)
     payload = json.dumps(jsonable(result), indent=2, allow_nan=False) + "\n"
     page = evaluation_html(date, result, details)
-    fs, folder = filesystem(lake.path("_reports", "evaluation"))
-    fs.create_dir(folder, recursive=True)
-    _atomic_write(fs, folder, f"{date}.json", payload.encode("utf-8"))
-    _atomic_write(fs, folder, f"{date}.html", page.encode("utf-8"))
+    write_atomically(lake.path("_reports", "evaluation", f"{date}.json"), payload.encode("utf-8"))
+    write_atomically(lake.path("_reports", "evaluation", f"{date}.html"), page.encode("utf-8"))
     return lake.path("_reports", "evaluation", f"{date}.json"), lake.path(
         "_reports", "evaluation", f"{date}.html"
     )

@@ -46,6 +46,25 @@ def delete_quietly(fs: pafs.FileSystem, path: str, directory: bool = False) -> N
         log.debug("nothing to delete at %s", path)
 
 
+def write_atomically(uri: str, data: bytes) -> None:
+    """Replace the small file at `uri` (local path or URI): a temporary sibling, then a move.
+
+    Readers see the old file or the new one: a rename on POSIX and HDFS; object stores write the final
+    object in one piece. The folder is created when missing; a failed write leaves no temporary file.
+    """
+    fs, path = filesystem(uri)
+    folder, name = posixpath.split(path)
+    fs.create_dir(folder or ".", recursive=True)
+    tmp = posixpath.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with fs.open_output_stream(tmp) as out:
+            out.write(data)
+        fs.move(tmp, path)
+    except BaseException:
+        delete_quietly(fs, tmp)  # best effort; the original error matters
+        raise
+
+
 def remove_dir(uri: str) -> None:
     """Delete a scratch folder given as a local path or URI, if it is there."""
     fs, path = filesystem(uri)

@@ -15,7 +15,6 @@ import datetime as dt
 import html
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -153,14 +152,9 @@ def quality_path(lake, *parts: str) -> str:
 
 def _write_text(lake, path: str, text: str) -> None:
     """Write a report file on any lake filesystem, replacing it atomically where the fs allows."""
-    from recsys_spark.lake.commit import filesystem
+    from recsys_spark.lake.commit import write_atomically
 
-    fs, target = filesystem(path)
-    fs.create_dir(os.path.dirname(target), recursive=True)
-    tmp = f"{target}.tmp-{os.getpid()}"
-    with fs.open_output_stream(tmp) as out:
-        out.write(text.encode("utf-8"))
-    fs.move(tmp, target)
+    write_atomically(path, text.encode("utf-8"))
 
 
 def write_summary(lake, outcome: Outcome) -> str:

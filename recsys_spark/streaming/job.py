@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark.config import CommonConfig, option
+from recsys_spark.lake.commit import write_atomically
 from recsys_spark.streaming import ingest_stream as S
 from recsys_spark.streaming.incremental import (
     STREAM_COOCCURRENCE,
@@ -138,7 +139,7 @@ def utc_now() -> dt.datetime:
 
 
 class Heartbeat:
-    """`heartbeat.json`, rewritten atomically (temp file + rename; one PUT on object stores).
+    """`heartbeat.json`, rewritten atomically (`lake.commit.write_atomically`).
 
     `{"updated_at", "pid", "batches", "last_batch_id", ...}`: `batches` counts the micro-batches this
     process finished, `last_batch_id` is the latest finished batch's id. Written after every batch and,
@@ -166,20 +167,7 @@ class Heartbeat:
         with self.lock:
             self.state.update(changes)
             self.state["updated_at"] = utc_now().isoformat()
-            payload = json.dumps(self.state, sort_keys=True, default=str).encode()
-            if self.lake.is_local:
-                tmp = f"{self.path}.tmp-{os.getpid()}"
-                with open(tmp, "wb") as f:
-                    f.write(payload)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)  # atomic: readers see the old file or the new one
-            else:
-                from recsys_spark.lake.commit import filesystem
-
-                fs, path = filesystem(self.path)
-                with fs.open_output_stream(path) as out:
-                    out.write(payload)
+            write_atomically(self.path, json.dumps(self.state, sort_keys=True, default=str).encode())
 
 
 class StreamLock:

@@ -21,7 +21,7 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from recsys_spark.lake.commit import filesystem
+from recsys_spark.lake.commit import filesystem, write_atomically
 
 FULL, INCREMENTAL = "full", "incremental"
 
@@ -80,11 +80,7 @@ class Registry:
         return self.version_url(slot, version)
 
     def write_latest(self, pointer: dict) -> None:
-        fs, path = self._fs()
-        tmp = f"{path}/.LATEST.{uuid.uuid4().hex}.json"
-        with fs.open_output_stream(tmp) as stream:
-            stream.write(json.dumps(pointer, indent=2, sort_keys=True).encode())
-        fs.move(tmp, f"{path}/LATEST.json")  # rename: atomic on POSIX and HDFS
+        write_atomically(f"{self.root}/LATEST.json", json.dumps(pointer, indent=2, sort_keys=True).encode())
 
     def drop(self, slot: str, version: str) -> None:
         fs, path = self._fs()
