@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 
 from recsys_spark.config import add_config_arguments, config_from_namespace
+from recsys_spark.errors import UsageError  # defined in the bottom layer; still importable from here
 
 # job -> (module, config class, run function, one-line summary)
 JOBS: dict[str, tuple[str, str, str, str]] = {
@@ -94,10 +95,6 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 log = logging.getLogger("recsys_spark")
-
-
-class UsageError(Exception):
-    """Bad arguments or missing inputs: the user can fix it (exit code 2)."""
 
 
 def _top_level_help() -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from recsys_spark.config import DatedConfig, option
+from recsys_spark.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +132,6 @@ STAGES: tuple[Stage, ...] = (
 def run(cfg: DailyConfig, spark, lake) -> int:
     unknown = sorted(set(cfg.skip) - {s.name for s in STAGES})
     if unknown:
-        from recsys_spark.cli import UsageError
-
         raise UsageError(f"--skip names unknown stages {unknown}; stages are {[s.name for s in STAGES]}")
     stages = [s for s in STAGES if s.name not in cfg.skip]
     from recsys_spark.quality.gate import QualityGateError, enable_gates

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recsys_spark.config import DatedConfig, option
+from recsys_spark.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +244,6 @@ def run_incremental(cfg: PublishConfig, spark, lake) -> int:
 
 
 def run(cfg: PublishConfig, spark, lake) -> int:
-    from recsys_spark.cli import UsageError
-
     # `none` spells an empty list on the command line (the DAG passes it when those stages were skipped).
     cfg.tables = [t for t in cfg.tables if t != NONE]
     cfg.models = [m for m in cfg.models if m != NONE]

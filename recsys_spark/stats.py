@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from recsys_spark.config import DatedConfig, option
+from recsys_spark.errors import UsageError
 from recsys_spark.lake.tables import EVENT_TYPES, table_schema
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,6 @@ def existing_days(lake) -> list[dt.date]:
 
 def validate(cfg: StatsConfig) -> None:
     """Refuse options that cannot work, naming the option; the output must fit the table contracts."""
-    from recsys_spark.cli import UsageError
 
     if not cfg.windows or any(int(w) < 1 for w in cfg.windows):
         raise UsageError(f"--windows must be positive numbers of days, got {cfg.windows}")

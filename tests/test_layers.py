@@ -174,7 +174,9 @@ def test_no_upward_or_sideways_import():
             elif down == up and top(source) != top(target):
                 bad.append(f"  {source} -> {target}: sibling packages of layer {up}")
     order = "\n".join(f"  {i}: {', '.join(names)}" for i, names in enumerate(LAYERS))
-    assert not bad, "imports against the layer order:\n" + "\n".join(bad) + "\nlayers, lowest first:\n" + order
+    assert not bad, (
+        "imports against the layer order:\n" + "\n".join(bad) + "\nlayers, lowest first:\n" + order
+    )
 
 
 def test_the_checker_sees_function_level_imports_and_cycles():

@@ -276,7 +276,7 @@ def test_days_to_compute():
 
 
 def test_schema_files_match_the_code_and_bad_options_are_refused():
-    from recsys_spark.cli import UsageError
+    from recsys_spark.errors import UsageError
 
     for entity in ("user", "item"):
         assert table_schema(f"{entity}_stats").column_names == stats_columns(entity, StatsConfig())

@@ -23,6 +23,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_spark.config import DatedConfig, option
+from recsys_spark.errors import UsageError
 from recsys_spark.evaluate import channels
 from recsys_spark.evaluate.metrics import auc, logloss, topk_metrics, uauc
 from recsys_spark.samples.features import ITEM_DENSE, last_n_clicks
@@ -260,7 +261,6 @@ def baseline_scores(item_dense: np.ndarray, task: str) -> np.ndarray:
 
 
 def run(cfg: EvaluateConfig, spark, lake) -> int:
-    from recsys_spark.cli import UsageError
     from recsys_spark.evaluate.report import write_evaluation_report
 
     unknown = sorted(set(cfg.channels) - set(CHANNELS))

@@ -10,6 +10,7 @@ import time
 
 from pyspark.sql import functions as F
 
+from recsys_spark.errors import UsageError
 from recsys_spark.generate.config import GenerateConfig, expected_events
 from recsys_spark.generate.landing import land_events
 from recsys_spark.generate.tables import TABLES, generate_tables
@@ -22,8 +23,6 @@ def run(cfg: GenerateConfig, spark, lake) -> int:
     try:
         tables = generate_tables(spark, cfg)
     except ValueError as exc:
-        from recsys_spark.cli import UsageError
-
         raise UsageError(str(exc)) from exc
     settings = {
         k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("lake", "master", "engine", "log_level")

@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.config import DatedConfig, option
+from recsys_spark.errors import UsageError
 from recsys_spark.graph.sgns import SgnsParams, train_sgns
 from recsys_spark.graph.walks import scratch_dir
 
@@ -97,8 +98,6 @@ def latest_walks_method(lake) -> str:
             return entry["method"]
     methods = [r.method for r in lake.read("walks").select("method").distinct().collect()]
     if len(methods) != 1:
-        from recsys_spark.cli import UsageError
-
         raise UsageError(f"walks holds methods {sorted(methods)}: choose one with --method")
     return methods[0]
 

@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.config import CommonConfig, option
+from recsys_spark.errors import UsageError
 from recsys_spark.ingest import canonical, movielens, quarantine, taobao
 from recsys_spark.ingest.quarantine import REASON, Parsed
 from recsys_spark.lake.tables import table_schema
@@ -97,8 +98,6 @@ def run(cfg: IngestConfig, spark: SparkSession, lake) -> int:
 
 
 def ingest(cfg: IngestConfig, spark: SparkSession, lake) -> IngestSummary:
-    from recsys_spark.cli import UsageError
-
     if not cfg.events:
         raise UsageError("--events FILE is required")
     if cfg.format == "taobao" and (cfg.items or cfg.users):

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from recsys_spark.config import DatedConfig, option
+from recsys_spark.errors import UsageError
 from recsys_spark.quality import suites as S
 from recsys_spark.quality.reports import (
     Check,
@@ -334,8 +335,6 @@ def validate_table(lake, table: str, date: dt.date | None, **options: Any) -> Ou
     """Validate the `dt = date` partition of a date-partitioned table, or a whole table."""
     from pyspark.sql import functions as F
 
-    from recsys_spark.cli import UsageError
-
     try:
         suite = S.load_suite(table)
     except KeyError:
@@ -374,8 +373,6 @@ def validate_table(lake, table: str, date: dt.date | None, **options: Any) -> Ou
 
 
 def run(cfg: ValidateConfig, spark, lake) -> int:
-    from recsys_spark.cli import UsageError
-
     if not cfg.table:
         raise UsageError(f"--table is required; tables with a suite: {', '.join(S.known_suites())}")
     try:

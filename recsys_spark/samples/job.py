@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_spark.config import DatedConfig, option
+from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import (
     ITEM_DENSE,
     USER_DENSE,
@@ -68,8 +69,6 @@ def stats_of(lake, table: str, day: dt.date) -> DataFrame:
         if rows.limit(1).count():
             return rows
     if not lake.exists("daily_counts"):
-        from recsys_spark.cli import UsageError
-
         raise UsageError(f"{table} has no rows for {day} and there is no daily_counts: run `stats` first")
     log.info("samples: %s has no rows for %s; rolling them up from daily_counts", table, day)
     entity = "user" if table == "user_stats" else "item"
@@ -111,8 +110,6 @@ def build_samples(lake, day: dt.date, cfg: SamplesConfig, period_events: DataFra
     if cfg.hard_negative_channel != "none" and cfg.hard_negatives > 0:
         table = f"{cfg.hard_negative_channel}_sim"
         if not lake.exists(table):
-            from recsys_spark.cli import UsageError
-
             raise UsageError(
                 f"{table} does not exist: run `similarity --algo {cfg.hard_negative_channel}` first "
                 "or pass --hard-negative-channel none"
@@ -136,8 +133,6 @@ def build_samples(lake, day: dt.date, cfg: SamplesConfig, period_events: DataFra
 
 
 def validate(cfg: SamplesConfig) -> None:
-    from recsys_spark.cli import UsageError
-
     for name in ("history_length", "history_days"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")

@@ -38,6 +38,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark.config import CommonConfig, option
+from recsys_spark.errors import UsageError
 from recsys_spark.lake.commit import write_atomically
 from recsys_spark.streaming import ingest_stream as S
 from recsys_spark.streaming.incremental import (
@@ -108,8 +109,6 @@ class StreamConfig(CommonConfig):
 
 
 def validate(cfg: StreamConfig) -> None:
-    from recsys_spark.cli import UsageError
-
     if cfg.trigger_seconds <= 0:
         raise UsageError("--trigger-seconds must be > 0")
     if cfg.max_files_per_trigger < 1:
@@ -405,7 +404,6 @@ class BatchProcessor:
 
     def update_models(self, day: dt.date) -> None:
         """Incremental ID-embedding updates in this process; a failure is logged, never fatal."""
-        from recsys_spark.cli import UsageError
         from recsys_spark.train import job as train_job
 
         for model in self.cfg.update_models:

@@ -24,6 +24,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_spark.config import DatedConfig, option
+from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE, features_day, item_features
 from recsys_spark.samples.job import SamplesConfig, build_samples, stats_of
 from recsys_spark.train.registry import FULL, INCREMENTAL, Registry
@@ -65,8 +66,6 @@ class TrainConfig(DatedConfig):
 
 
 def validate(cfg: TrainConfig) -> None:
-    from recsys_spark.cli import UsageError
-
     for name in ("np", "epochs", "batch_size", "embedding_dim", "out_dim", "hist_len", "keep_versions"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
@@ -224,8 +223,6 @@ def _summarise(cfg: TrainConfig, version: str, results: list[dict], rows: int, s
 
 
 def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
-    from recsys_spark.cli import UsageError
-
     day, started = cfg.date, time.time()
     table = SAMPLES_TABLE[cfg.model]
     if not lake.exists(table):
@@ -274,8 +271,6 @@ def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
 
 
 def run_incremental(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
-    from recsys_spark.cli import UsageError
-
     started = time.time()
     latest = registry.latest()
     if not latest.get("full"):
