@@ -57,10 +57,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
 
+    from recsys_spark.distributed import launch
     from recsys_spark.lake.delta import Lake
     from recsys_spark.train import job as train_job
     from recsys_spark.train.data import iterate_shard
-    from recsys_spark.train.launch import launch
     from recsys_spark.train.loop import train_model
 
     spark = bench_session(cores=2, driver_memory="6g")

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from recsys_spark import cli
+from recsys_spark.distributed import launch
 from recsys_spark.lake import Lake
 from recsys_spark.train.data import encode_history, iterate_shard, write_store
-from recsys_spark.train.launch import launch
 from recsys_spark.train.vocab import extend_vocab
 
 

@@ -2,7 +2,7 @@
 
 Spark builds the vocabulary (items of the walks with `count >= min_count`, indexed by count, then
 item id) and the integer-encoded walks, materialised as Parquet that the PyTorch ranks read through
-Petastorm (`graph/sgns.py`), launched by the shared runner (`train/launch.py`: Horovod by default).
+Petastorm (`graph/sgns.py`), launched by the shared runner (`distributed.py`: Horovod by default).
 `--trainer mllib` trains Spark MLlib's Word2Vec on the same walks instead, as a baseline; its vectors
 are stored under method `mllib-<walks method>`.
 """
@@ -104,7 +104,7 @@ def latest_walks_method(lake) -> str:
 
 def sgns_embeddings(spark, walks: DataFrame, cfg: EmbedConfig, scratch: str) -> tuple[DataFrame, list[dict]]:
     """Train SGNS on `walks` and return `(item_id, vector)` plus each rank's metrics."""
-    from recsys_spark.train.launch import launch
+    from recsys_spark.distributed import launch
 
     vocab = build_vocab(walks, cfg.min_count).cache()
     vocab_url, walks_url, out_url = f"{scratch}/vocab", f"{scratch}/walks", f"{scratch}/vectors"

@@ -9,7 +9,7 @@
   publishes to the single incremental slot on top of the current full version.
 
 Spark prepares everything (vocabularies, encoded Parquet store, item features); the PyTorch ranks
-read the store through Petastorm and are started by `train/launch.py` (Horovod by default).
+read the store through Petastorm and are started by `distributed.py` (Horovod by default).
 """
 
 from __future__ import annotations
@@ -168,9 +168,9 @@ def train_version(
     cfg: TrainConfig, spark, lake, samples: DataFrame, day: dt.date, base_url: str | None, staging: str
 ):
     """Prepare the data, run the ranks; returns (rank results, store rows, vocabulary sizes)."""
+    from recsys_spark.distributed import launch
     from recsys_spark.graph.walks import scratch_dir
     from recsys_spark.lake.commit import remove_dir
-    from recsys_spark.train.launch import launch
     from recsys_spark.train.loop import train_model
 
     scratch = scratch_dir(lake)

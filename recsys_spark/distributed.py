@@ -1,4 +1,4 @@
-"""The shared training runner: one function, run data-parallel under Horovod or torch.distributed.
+"""The shared distributed runner: one function, run data-parallel under Horovod or torch.distributed.
 
 A training function takes a `Comm` (rank, size and the few collectives training needs) plus keyword
 arguments, and is started by `launch(fn, kwargs, num_proc, launcher)`:
@@ -10,6 +10,7 @@ arguments, and is started by `launch(fn, kwargs, num_proc, launcher)`:
 - `local`: one process, in this interpreter (quick runs, debugging).
 
 Only small results (metrics dicts) come back; models and vectors are written to storage by rank 0.
+Both `train` (the two models) and `graph.embed` (SGNS) launch through here, so it sits below both.
 """
 
 from __future__ import annotations
