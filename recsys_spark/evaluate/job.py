@@ -118,9 +118,9 @@ def two_tower_lists(spark, lake, day: dt.date, users: DataFrame, k: int) -> tupl
     """The two-tower's top-K: the user tower on D's features against the version's item vectors."""
     import torch
 
+    from recsys_spark.lake.commit import read_bytes
     from recsys_spark.samples.job import SamplesConfig, build_samples
     from recsys_spark.train.features import USER_KEYS, load_checkpoint
-    from recsys_spark.train.loop import read_bytes
     from recsys_spark.train.registry import FULL, Registry
 
     registry = Registry.for_model(lake, "two_tower")
@@ -215,9 +215,9 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
     """AUC/uAUC/log-loss per task of the newest ranker before D, and of the statistics-only baseline."""
     import torch
 
+    from recsys_spark.lake.commit import read_bytes
     from recsys_spark.samples.job import SamplesConfig, build_samples
     from recsys_spark.train.features import USER_KEYS, load_checkpoint
-    from recsys_spark.train.loop import read_bytes
     from recsys_spark.train.registry import FULL, Registry
 
     registry = Registry.for_model(lake, "ranker")

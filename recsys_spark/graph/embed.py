@@ -20,7 +20,6 @@ from pyspark.sql import functions as F
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.graph.sgns import SgnsParams, train_sgns
-from recsys_spark.graph.walks import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ def run(cfg: EmbedConfig, spark, lake) -> int:
     started = time.time()
     method = cfg.method or latest_walks_method(lake)
     walks = lake.read("walks").filter(F.col("method") == method).select("walk_id", "items")
-    scratch = scratch_dir(lake)
+    scratch = lake.scratch_dir()
     try:
         if cfg.trainer == "mllib":
             vectors, results, stored = mllib_word2vec(walks, cfg), [], f"mllib-{method}"

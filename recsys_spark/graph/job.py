@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.graph.item_graph import item_graph
-from recsys_spark.graph.walks import WalkParams, random_walks, scratch_dir
+from recsys_spark.graph.walks import WalkParams, random_walks
 from recsys_spark.lake.commit import remove_dir
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def run_graph(cfg: GraphConfig, spark, lake) -> int:
 def run_walks(cfg: WalksConfig, spark, lake) -> int:
     started = time.time()
     params = WalkParams(cfg.method, cfg.num_walks, cfg.walk_length, cfg.p, cfg.q, cfg.seed)
-    scratch = scratch_dir(lake)
+    scratch = lake.scratch_dir()
     try:
         walks = random_walks(lake.read("item_graph"), params, scratch, partitions=cfg.partitions or None)
         version = lake.overwrite_partitions(

@@ -20,7 +20,6 @@ walks however Spark partitions the work.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -240,9 +239,3 @@ def random_walks(graph, params: WalkParams, scratch_uri: str, partitions: int | 
         .withColumnRenamed("id", "walk_id")
         .mapInPandas(walk_partition, WALK_SCHEMA)
     )
-
-
-def scratch_dir(lake) -> str:
-    """A fresh folder under the lake's `_tmp` for intermediate files every executor can read."""
-    path = lake.path("_tmp", f"walks-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    return f"file://{path}" if lake.is_local else path

@@ -9,6 +9,7 @@ unreferenced files, which no Delta reader looks at.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import posixpath
@@ -69,6 +70,13 @@ def remove_dir(uri: str) -> None:
     """Delete a scratch folder given as a local path or URI, if it is there."""
     fs, path = filesystem(uri)
     delete_quietly(fs, path, directory=True)
+
+
+def read_bytes(uri: str) -> io.BytesIO:
+    """The whole small file at `uri` (local path or URI) in memory, e.g. a checkpoint for `torch.load`."""
+    fs, path = filesystem(uri)
+    with fs.open_input_stream(path) as stream:
+        return io.BytesIO(stream.read())
 
 
 def _delta_schema(spark_schema):

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
@@ -76,6 +77,14 @@ class Lake:
     def path(self, *parts: str) -> str:
         """A non-table location under the lake, e.g. `lake.path("_reports", "quality")`."""
         return os.path.join(self.root, *parts) if self.is_local else "/".join([self.root, *parts])
+
+    def scratch_dir(self, prefix: str = "walks") -> str:
+        """A fresh folder under `_tmp` for intermediate files every executor can read (as a Spark URI).
+
+        The caller deletes it when done (`lake.commit.remove_dir`); the name is unique per process and call.
+        """
+        path = self.path("_tmp", f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        return f"file://{path}" if self.is_local else path
 
     def set_gate(self, gate: Gate | None) -> None:
         """Install (None: remove) a publish gate, called on every write after the new data is computed

@@ -169,11 +169,10 @@ def train_version(
 ):
     """Prepare the data, run the ranks; returns (rank results, store rows, vocabulary sizes)."""
     from recsys_spark.distributed import launch
-    from recsys_spark.graph.walks import scratch_dir
     from recsys_spark.lake.commit import remove_dir
     from recsys_spark.train.loop import train_model
 
-    scratch = scratch_dir(lake)
+    scratch = lake.scratch_dir()
     try:
         spec = prepare_training(cfg, spark, lake, samples, day, base_url, staging, scratch)
         results = launch(train_model, {"spec": spec}, num_proc=cfg.np, launcher=cfg.launcher)

@@ -32,20 +32,11 @@ def _tensors(batch: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
-def read_bytes(url: str):
-    import io
-
-    from recsys_spark.lake.commit import filesystem
-
-    fs, path = filesystem(url)
-    with fs.open_input_stream(path) as stream:
-        return io.BytesIO(stream.read())
-
-
 def build_model(spec: dict):
     """The starting model: the warm-start checkpoint grown to today's vocabularies, or a fresh one."""
     import torch
 
+    from recsys_spark.lake.commit import read_bytes
     from recsys_spark.train.features import FeatureSizes, load_checkpoint
     from recsys_spark.train.ranker import Ranker
     from recsys_spark.train.two_tower import TwoTower
