@@ -24,13 +24,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark import cli
+from recsys_spark.events import DEFAULT_WEIGHTS
 from recsys_spark.lake import Lake
 from recsys_spark.lake.tables import EVENT_TYPES, table_schema
 from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE, last_n_clicks
 from recsys_spark.samples.job import SamplesConfig, build_samples
 from recsys_spark.samples.ranking import TASK_EVENTS
 from recsys_spark.samples.recall import draw_items, easy_negatives, hard_negatives, hash_uniform
-from recsys_spark.similarity.interactions import DEFAULT_WEIGHTS
 from recsys_spark.stats import daily_counts_for
 
 UTC = dt.timezone.utc

@@ -178,7 +178,7 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dict
                 continue
             sim = lake.read(table, version)
             if name == "usercf":
-                from recsys_spark.similarity.interactions import interest_weights
+                from recsys_spark.events import interest_weights
 
                 inter = interest_weights(events, day - dt.timedelta(days=1), 30).select(
                     "user_id", "item_id", F.col("r").alias("weight")

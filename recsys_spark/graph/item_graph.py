@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.similarity.interactions import DEFAULT_WEIGHTS, window_bounds
+from recsys_spark.events import DEFAULT_WEIGHTS, window_bounds
 
 
 def positive_events(

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.similarity.interactions import DEFAULT_WEIGHTS
+from recsys_spark.events import event_weight
 
 _MASK53 = (1 << 53) - 1
 
@@ -29,11 +29,8 @@ def hash_uniform(seed: int, *keys: Column | str) -> Column:
 
 def positives(period_events: DataFrame) -> DataFrame:
     """`(user_id, item_id, weight)`: pairs with interest weight r > 0 in the period (DESIGN weights)."""
-    weight = F.lit(0.0)
-    for event, value in DEFAULT_WEIGHTS.items():
-        weight = F.when(F.col("event") == event, F.lit(float(value))).otherwise(weight)
     return (
-        period_events.select("user_id", "item_id", weight.alias("w"))
+        period_events.select("user_id", "item_id", event_weight().alias("w"))
         .filter(F.col("w") > 0)
         .groupBy("user_id", "item_id")
         .agg(F.sum("w").alias("weight"))

@@ -3,7 +3,8 @@
 Plain DataFrame→DataFrame functions; `job` wires them to the lake and the command line.
 """
 
-from recsys_spark.similarity.interactions import DEFAULT_WEIGHTS, filtered_interactions, interest_weights
+from recsys_spark.events import DEFAULT_WEIGHTS, interest_weights
+from recsys_spark.similarity.interactions import filtered_interactions
 from recsys_spark.similarity.itemcf import itemcf_similarity
 from recsys_spark.similarity.pairs import blocked_pairs
 from recsys_spark.similarity.swing import swing_similarity

@@ -1,4 +1,6 @@
-"""Interest weights `r_ui` from events, and the filtered interaction set every similarity is built on.
+"""The filtered interaction set every similarity is built on, from the interest weights `r_ui`.
+
+`r_ui` itself (`interest_weights`) is in `recsys_spark.events`, shared with the graph and the samples.
 
 Two sets, fixed here so that Spark and the brute-force references in the tests agree exactly:
 
@@ -13,57 +15,8 @@ Two sets, fixed here so that Spark and the brute-force references in the tests a
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Mapping
-
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
-
-DEFAULT_WEIGHTS: dict[str, float] = {
-    "click": 1.0,
-    "like": 2.0,
-    "comment": 2.0,
-    "share": 3.0,
-    "follow": 3.0,
-    "purchase": 4.0,
-    "impression": 0.0,
-}
-
-
-def window_bounds(date: dt.date, window_days: int) -> tuple[dt.date | None, dt.date]:
-    """First and last day (inclusive) of the window ending at `date`; first is None for all history."""
-    if window_days < 0:
-        raise ValueError(f"window_days must be >= 0, got {window_days}")
-    first = date - dt.timedelta(days=window_days - 1) if window_days > 0 else None
-    return first, date
-
-
-def interest_weights(
-    events: DataFrame, date: dt.date, window_days: int = 0, weights: Mapping[str, float] | None = None
-) -> DataFrame:
-    """`(user_id, item_id, r, last_ts)`: `r_ui` = Σ event weights of u's events on i in the window.
-
-    The window is the `window_days` days ending at `date` inclusive (0 = all history up to `date`),
-    selected on the `dt` partition column so Delta/Parquet readers prune files. Only `r > 0` rows are
-    returned (`I_u`, `U_i` are defined on them). `last_ts` is u's latest event on i with a positive
-    weight: an impression is exposure, not interest, so it does not make a user "recent".
-    """
-    weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
-    first, last = window_bounds(date, window_days)
-    in_window = F.col("dt") <= F.lit(last)
-    if first is not None:
-        in_window &= F.col("dt") >= F.lit(first)
-    weight = F.lit(0.0)
-    for event, value in weights.items():
-        weight = F.when(F.col("event") == event, F.lit(float(value))).otherwise(weight)
-    return (
-        events.filter(in_window)
-        .select("user_id", "item_id", "ts", weight.alias("w"))
-        .filter(F.col("w") != 0)  # impressions are most of the volume: drop them before the shuffle
-        .groupBy("user_id", "item_id")
-        .agg(F.sum("w").alias("r"), F.max(F.when(F.col("w") > 0, F.col("ts"))).alias("last_ts"))
-        .filter(F.col("r") > 0)
-    )
 
 
 def filter_users(interactions: DataFrame, min_user_items: int, max_user_items: int) -> DataFrame:

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from recsys_spark.config import DatedConfig, option
-from recsys_spark.similarity.interactions import interest_weights
+from recsys_spark.events import interest_weights
 from recsys_spark.similarity.itemcf import itemcf_similarity
 from recsys_spark.similarity.swing import swing_similarity
 from recsys_spark.similarity.topk import both_directions, top_k
