@@ -10,13 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from recsys_spark.train.features import (
-    USER_KEYS,
-    FeatureSizes,
-    load_checkpoint,
-    random_batch,
-    save_checkpoint,
-)
+from recsys_spark.train.checkpoint import load_checkpoint, save_checkpoint
+from recsys_spark.train.features import USER_KEYS, FeatureSizes, random_batch
 from recsys_spark.train.ranker import CrossNetwork, Ranker
 from recsys_spark.train.two_tower import TwoTower
 

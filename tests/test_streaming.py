@@ -313,7 +313,7 @@ def test_streamed_events_update_the_id_embeddings_of_the_served_model(spark, tmp
 
     from recsys_spark import cli
     from recsys_spark.lake.delta import Lake
-    from recsys_spark.train.features import load_checkpoint
+    from recsys_spark.train.checkpoint import load_checkpoint
 
     root = str(tmp_path / "lake")
 

@@ -151,7 +151,7 @@ def _manifest(lake: Lake, model: str, slot: str, version: str) -> dict:
 
 
 def _checkpoint(lake: Lake, model: str, slot: str, version: str):
-    from recsys_spark.train.features import load_checkpoint
+    from recsys_spark.train.checkpoint import load_checkpoint
 
     return load_checkpoint(lake.path("_models", model, slot, version, "checkpoint.pt"))
 

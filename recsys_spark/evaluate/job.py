@@ -120,7 +120,8 @@ def two_tower_lists(spark, lake, day: dt.date, users: DataFrame, k: int) -> tupl
 
     from recsys_spark.lake.commit import read_bytes
     from recsys_spark.samples.job import SamplesConfig, build_samples
-    from recsys_spark.train.features import USER_KEYS, load_checkpoint
+    from recsys_spark.train.checkpoint import load_checkpoint
+    from recsys_spark.train.features import USER_KEYS
     from recsys_spark.train.registry import FULL, Registry
 
     registry = Registry.for_model(lake, "two_tower")
@@ -217,7 +218,8 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
 
     from recsys_spark.lake.commit import read_bytes
     from recsys_spark.samples.job import SamplesConfig, build_samples
-    from recsys_spark.train.features import USER_KEYS, load_checkpoint
+    from recsys_spark.train.checkpoint import load_checkpoint
+    from recsys_spark.train.features import USER_KEYS
     from recsys_spark.train.registry import FULL, Registry
 
     registry = Registry.for_model(lake, "ranker")

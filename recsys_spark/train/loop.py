@@ -37,9 +37,9 @@ def build_model(spec: dict):
     import torch
 
     from recsys_spark.lake.commit import read_bytes
-    from recsys_spark.train.features import FeatureSizes, load_checkpoint
-    from recsys_spark.train.ranker import Ranker
-    from recsys_spark.train.two_tower import TwoTower
+    from recsys_spark.train.checkpoint import load_checkpoint
+    from recsys_spark.train.features import FeatureSizes
+    from recsys_spark.train.models import MODEL_CLASSES
 
     sizes = FeatureSizes.from_dict(spec["sizes"])
     torch.manual_seed(spec["seed"])
@@ -47,7 +47,7 @@ def build_model(spec: dict):
         model = load_checkpoint(read_bytes(spec["base_checkpoint"]))
         model.grow(sizes, seed=spec["seed"])
     else:
-        model = {"two_tower": TwoTower, "ranker": Ranker}[spec["kind"]](sizes, **spec["hyper"])
+        model = MODEL_CLASSES[spec["kind"]](sizes, **spec["hyper"])
     return model
 
 
@@ -184,7 +184,7 @@ def _save(model, spec: dict) -> None:
     import torch
 
     from recsys_spark.lake.commit import filesystem
-    from recsys_spark.train.features import save_checkpoint
+    from recsys_spark.train.checkpoint import save_checkpoint
 
     fs, out = filesystem(spec["out_dir"])
     fs.create_dir(out, recursive=True)

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .features import USER_KEYS, FeatureSizes, RecModel, mlp
+from .base import RecModel, mlp
+from .features import USER_KEYS, FeatureSizes
 
 
 class CrossNetwork(nn.Module):

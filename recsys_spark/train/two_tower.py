@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .features import USER_KEYS, FeatureSizes, RecModel, masked_mean, mlp
+from .base import RecModel, masked_mean, mlp
+from .features import USER_KEYS, FeatureSizes
 
 
 class TwoTower(RecModel):
