@@ -80,9 +80,6 @@ class Suite:
     def derived_by_name(self) -> dict[str, Derived]:
         return {d.name: d for d in self.derived}
 
-    def referenced_tables(self) -> set[str]:
-        return {d.missing_from["table"] for d in self.derived if d.missing_from}
-
 
 def expectations_dir() -> Path:
     return schemas_dir() / "expectations"

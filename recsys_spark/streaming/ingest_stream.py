@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
@@ -459,12 +458,3 @@ def profile(staged: DataFrame) -> tuple[dict[str | None, int], list]:
         if row["dt"] is not None:
             days.add(row["dt"])
     return counts, sorted(days)
-
-
-def landing_listing(path: str) -> list[str]:
-    """Files under a local landing folder (hidden and `_` names excluded, as Spark's file source does)."""
-    out = []
-    for folder, dirs, files in os.walk(path):
-        dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
-        out += [os.path.join(folder, f) for f in files if not f.startswith((".", "_"))]
-    return sorted(out)

@@ -29,7 +29,6 @@ import os
 import signal
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -515,8 +514,3 @@ def _print_summary(results: list[BatchResult]) -> None:
         f"{bad} records quarantined",
         flush=True,
     )
-
-
-def new_app_id() -> str:
-    """An app id for `BatchProcessor.process` outside a streaming query (tests, backfills)."""
-    return f"stream-manual-{uuid.uuid4().hex[:12]}"

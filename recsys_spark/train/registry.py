@@ -87,8 +87,3 @@ class Registry:
         target = f"{path}/{slot}/{version}"
         if fs.get_file_info(target).type.name != "NotFound":
             fs.delete_dir(target)
-
-    def clean_staging(self) -> None:
-        fs, path = self._fs()
-        if fs.get_file_info(f"{path}/_staging").type.name != "NotFound":
-            fs.delete_dir(f"{path}/_staging")
