@@ -222,14 +222,37 @@ def common_params() -> dict[str, Param]:
             description="spark-submit --packages, e.g. io.delta:delta-spark_2.13:4.0.0 for Delta's own engine.",
         ),
         "spark_conf": Param({}, type="object", description="Extra spark-submit --conf key=value pairs."),
-        "np": Param(1, type="integer", minimum=1, description="Training ranks (embeddings and models)."),
-        "launcher": Param("horovod", enum=["horovod", "torch", "local"], description="Training launcher."),
         "extra_args": Param(
             {},
             type="object",
             description='More job flags by task or group id, e.g. {"embeddings": "--window 3"}.',
         ),
     }
+
+
+# The jobs' options as DAG params, generated from the job configs (`python -m recsys_spark.pipeline`
+# writes this file; tests/test_catalog.py fails when it is stale): names, defaults, bounds, choices.
+JOB_PARAMS = json.loads((Path(__file__).resolve().parent / "job_params.json").read_text())
+
+
+def job_option_params(names: Iterable[str] | None = None, **defaults: Any) -> dict[str, Param]:
+    """Params of the run-daily options forwarded to the jobs (all, or `names`), `defaults` overriding."""
+    specs = JOB_PARAMS["params"]
+    params = {}
+    for name in specs if names is None else names:
+        spec = dict(specs[name])
+        default = spec.pop("default")
+        params[name] = Param(defaults.get(name, default), **spec)
+    return params
+
+
+def stage_arguments(stage: Any, date: str = "--date {{ ds }}") -> str:
+    """The job flags of a daily stage's task: `date`, the stage's own (`--algo swing`), then each job
+    option forwarded from its run-daily param (`--top-k {{ params.top_k }}`), as run-daily passes them."""
+    flags = [date, *(f"--{k.replace('_', '-')} {v}" for k, v in stage.args)]
+    for option, param in JOB_PARAMS["routes"][stage.job].items():
+        flags.append(f"--{option.replace('_', '-')} {{{{ params.{param} }}}}")
+    return " ".join(flags)
 
 
 class SparkJobOperator(BaseOperator):

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from recsys_spark import catalog
-from recsys_spark.config import DatedConfig, option, same_as
+from recsys_spark.config import DatedConfig, field_default, option, same_as
 from recsys_spark.graph.embed import EmbedConfig
 from recsys_spark.graph.job import WalksConfig
 from recsys_spark.similarity.job import SimilarityConfig
@@ -152,3 +154,53 @@ def run(cfg: DailyConfig, spark, lake) -> int:
     for name, seconds in timings:
         print(f"  {name:<20} {seconds:7.1f}s")
     return 0
+
+
+# -- the Airflow DAG's job options, generated from the configs ---------------------------------------
+DAG_PARAMS_FILE = "airflow_dags/job_params.json"  # relative to the checkout; the DAGs read it
+_JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", list: "array"}
+
+
+def dag_params() -> dict:
+    """What `airflow_dags/job_params.json` holds, derived from the job configs (nothing by hand).
+
+    `params`: every run-daily option forwarded to a job, as an Airflow param spec (default, JSON type,
+    bounds, choices, description); `routes`: per job, {job option: param} for the task's command line.
+    The DAGs cannot import recsys_spark (Airflow's venv), so they read the file;
+    `python -m recsys_spark.pipeline` rewrites it and tests/test_catalog.py fails when it is stale.
+    """
+    hints = typing.get_type_hints(DailyConfig)
+    params = {}
+    for f in dataclasses.fields(DailyConfig):
+        if "forwards" not in f.metadata:
+            continue
+        spec = {
+            "default": field_default(f),
+            "type": _JSON_TYPES[typing.get_origin(hints[f.name]) or hints[f.name]],
+            "description": f.metadata["help"],
+        }
+        for key, name in (
+            ("minimum", "minimum"),
+            ("exclusive_minimum", "exclusiveMinimum"),
+            ("choices", "enum"),
+        ):
+            if key in f.metadata:
+                spec[name] = list(f.metadata[key]) if key == "choices" else f.metadata[key]
+        params[f.name] = spec
+    routes = {}
+    for job in dict.fromkeys(s.job for s in catalog.DAILY_STAGES):
+        module, config_class, _, _ = catalog.JOBS[job]
+        routes[job] = forwarded(job, getattr(importlib.import_module(module), config_class))
+    return {"params": params, "routes": routes}
+
+
+def dag_params_text() -> str:
+    return json.dumps(dag_params(), indent=2) + "\n"
+
+
+if __name__ == "__main__":  # python -m recsys_spark.pipeline: regenerate the DAGs' job params
+    from pathlib import Path
+
+    target = Path(__file__).resolve().parents[1] / DAG_PARAMS_FILE
+    target.write_text(dag_params_text())
+    print(f"wrote {target}")

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from recsys_spark import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "airflow_dags"
 AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
@@ -42,8 +44,8 @@ TINY = {
     "top_k": 20,
     "num_walks": 2,
     "walk_length": 8,
-    "dim": 8,
-    "epochs": 1,
+    "embed_dim": 8,
+    "embed_epochs": 1,
     "np": 1,
     "launcher": "local",
     "train_batch_size": 128,
@@ -86,20 +88,7 @@ DAILY_TASKS = {
     "validate_outputs.validate",
     "publish",
 }
-PUBLISHED_TABLES = {
-    "daily_counts",
-    "user_stats",
-    "item_stats",
-    "itemcf_sim",
-    "swing_sim",
-    "usercf_sim",
-    "item_graph",
-    "walks",
-    "item_embeddings",
-    "recall_samples",
-    "rank_samples",
-    "item_vectors",
-}
+PUBLISHED_TABLES = set(catalog.PUBLISHED_TABLES)
 
 
 # -- running Airflow --------------------------------------------------------------------------------

@@ -11,24 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from recsys_spark import cli
+from recsys_spark import catalog, cli
 from recsys_spark.lake import Lake
 
 REPO = Path(__file__).resolve().parents[1]
-DAILY_TABLES = [
-    "daily_counts",
-    "user_stats",
-    "item_stats",
-    "itemcf_sim",
-    "swing_sim",
-    "usercf_sim",
-    "item_graph",
-    "walks",
-    "item_embeddings",
-    "recall_samples",
-    "rank_samples",
-    "item_vectors",
-]
+DAILY_TABLES = catalog.PUBLISHED_TABLES
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +73,13 @@ def test_rerunning_a_day_is_idempotent(spark, daily_lake):
         daily_lake.root,
         "--skip",
         "stats",
-        "itemcf",
-        "usercf",
-        "deepwalk-embed",
-        "node2vec-embed",
+        "similarity.itemcf",
+        "similarity.usercf",
+        "embeddings.deepwalk",
+        "embeddings.node2vec",
         "samples",
-        "two_tower",
-        "ranker",
+        "train.two_tower",
+        "train.ranker",
         "evaluate",
     ]
     assert cli.main([*args, "--num-walks", "3", "--walk-length", "10"], spark=spark) == 0

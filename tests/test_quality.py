@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark import cli
+from recsys_spark import catalog, cli
 from recsys_spark.lake import Lake
 from recsys_spark.lake.tables import known_tables, table_schema
 from recsys_spark.quality import suites as S
@@ -38,21 +38,18 @@ DESIGN_TABLES = {
     "rank_samples",
     "item_vectors",
 }
-DAILY_TABLES = [
-    "daily_counts",
-    "user_stats",
-    "item_stats",
-    "itemcf_sim",
-    "swing_sim",
-    "usercf_sim",
-    "item_graph",
-    "walks",
-    "item_embeddings",
-    "recall_samples",
-    "rank_samples",
-]
+DAILY_TABLES = catalog.DAILY_TABLES
 # The stages the fixture runs (training and evaluation are other modules' business and slow).
-STAGES_RUN = {"stats", "itemcf", "swing", "usercf", "graph", "deepwalk-walks", "deepwalk-embed", "samples"}
+STAGES_RUN = {
+    "stats",
+    "similarity.itemcf",
+    "similarity.swing",
+    "similarity.usercf",
+    "graph",
+    "walks.deepwalk",
+    "embeddings.deepwalk",
+    "samples",
+}
 START = dt.date(2024, 3, 1)  # in the past whatever the clock says, so "not in the future" holds
 DAY = START + dt.timedelta(days=1)
 
@@ -168,8 +165,8 @@ def good_lake(spark, tmp_path_factory):
         date=DAY,
         num_walks=2,
         walk_length=6,
-        dim=8,
-        epochs=1,
+        embed_dim=8,
+        embed_epochs=1,
         launcher="local",
         skip=[s.name for s in STAGES if s.name not in STAGES_RUN],
     )
