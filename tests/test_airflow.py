@@ -277,10 +277,10 @@ def test_daily_dag_tasks_and_dependencies(described):
     assert down("validate_inputs.tables") == {"validate_inputs.validate"}
     assert down("validate_inputs.validate") == {"stats"}
     assert down("stats") == {"similarity.itemcf", "similarity.swing", "similarity.usercf"}
-    for algo in ("itemcf", "swing", "usercf"):
+    for algo in catalog.SIMILARITY_ALGOS:
         assert down(f"similarity.{algo}") == {"graph"}
     assert down("graph") == {"walks.deepwalk", "walks.node2vec"}
-    for method in ("deepwalk", "node2vec"):
+    for method in catalog.WALK_METHODS:
         assert down(f"walks.{method}") == {f"embeddings.{method}"}
         assert down(f"embeddings.{method}") == {"samples"}
     assert down("samples") == {"train.two_tower", "train.ranker"}
@@ -494,7 +494,7 @@ def test_consecutive_days_warm_start_from_yesterday(daily_runs):
         "train.ranker",
         "publish",
     }
-    for model in ("two_tower", "ranker"):
+    for model in catalog.MODELS:
         registry = lake / "_models" / model
         assert sorted(p.name for p in (registry / "full").iterdir()) == [f"full-{D1}", f"full-{D2}"]
         assert _read(registry / "full" / f"full-{D2}" / "manifest.json")["base"] == f"full-{D1}"
@@ -528,7 +528,7 @@ def test_incremental_dag_updates_both_models(daily_runs, airflow, request):
     manifests = sorted((lake / "_reports" / "published").glob("incremental-*.json"))
     assert len(manifests) == 1
     published = _read(manifests[0])
-    for model in ("two_tower", "ranker"):
+    for model in catalog.MODELS:
         latest = _read(lake / "_models" / model / "LATEST.json")
         # D3's events came after full-D2's watermark (start of D3): trained on top of full-D2.
         assert latest["incremental"]["base"] == f"full-{D2}"

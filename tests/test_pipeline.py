@@ -56,7 +56,7 @@ def test_run_daily_produces_every_table(daily_lake):
     assert report["precision@10"] > report["random_precision@10"]
     evaluation = json.loads(Path(daily_lake.path("_reports", "evaluation", "2026-11-04.json")).read_text())
     assert "popularity" in evaluation["recall"]  # nothing else was built before the day: only the baseline
-    for model in ("two_tower", "ranker"):
+    for model in catalog.MODELS:
         latest = json.loads(Path(daily_lake.path("_models", model, "LATEST.json")).read_text())
         assert latest["serving"] == "full-2026-11-04"
 
@@ -157,7 +157,7 @@ def test_spark_submit_samples_then_both_models_full_and_incremental_on_two_ranks
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for mode, day in (("full", "2026-11-03"), ("incremental", "2026-11-04")):
-        for model in ("two_tower", "ranker"):
+        for model in catalog.MODELS:
             result = spark_submit(
                 "train", "--lake", root, "--model", model, "--mode", mode, "--np", "2", "--date", day,
                 "--epochs", "1", "--batch-size", "128",
@@ -167,7 +167,7 @@ def test_spark_submit_samples_then_both_models_full_and_incremental_on_two_ranks
             assert len(fingerprints) == 2 and len(set(fingerprints)) == 1, result.stdout[-2000:]  # one model
     lake = Lake(spark, root)
     assert lake.read("recall_samples").count() > 0 and lake.read("rank_samples").count() > 0
-    for model in ("two_tower", "ranker"):
+    for model in catalog.MODELS:
         latest = json.loads(Path(lake.path("_models", model, "LATEST.json")).read_text())
         assert latest["full"]["version"] == "full-2026-11-03", latest
         assert latest["incremental"]["version"] == "inc-2026-11-04-001", latest
