@@ -17,11 +17,13 @@ Environment (read on the worker when a task runs; RECSYS_HOME also at parse time
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import logging
 import os
 import shlex
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,42 +39,43 @@ log = logging.getLogger(__name__)
 DEFAULT_HOME = Path(__file__).resolve().parent.parent
 PUBLISH_POOL = "recsys_publish"  # 1 slot: model registry writes and publishes never overlap
 
-EXIT_USAGE = 2  # our CLI: bad arguments or a missing input; a retry cannot help
+
+def load_catalog():
+    """`recsys_spark/catalog.py` of the checkout, loaded by path: Airflow's venv cannot import recsys_spark.
+
+    The catalogue is standard library only, so this costs one small file; RECSYS_HOME's copy first,
+    then the checkout holding these DAG files.
+    """
+    for home in dict.fromkeys([os.environ.get("RECSYS_HOME") or "", str(DEFAULT_HOME)]):
+        path = Path(home) / "recsys_spark" / "catalog.py"
+        if home and path.exists():
+            spec = importlib.util.spec_from_file_location("recsys_catalog", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # typing's NamedTuple looks its module up while loading
+            spec.loader.exec_module(module)
+            return module
+    raise ImportError(f"no recsys_spark/catalog.py under RECSYS_HOME or {DEFAULT_HOME}")
+
+
+catalog = load_catalog()
+EXIT_FAILED, EXIT_USAGE = catalog.EXIT_FAILED, catalog.EXIT_USAGE
+MODELS, WALK_METHODS, SIMILARITY_ALGOS = catalog.MODELS, catalog.WALK_METHODS, catalog.SIMILARITY_ALGOS
 
 # Logical names of what the daily run publishes; a downstream DAG schedules on them.
-TABLES = (
-    "daily_counts",
-    "user_stats",
-    "item_stats",
-    "itemcf_sim",
-    "swing_sim",
-    "usercf_sim",
-    "item_graph",
-    "walks",
-    "item_embeddings",
-    "recall_samples",
-    "rank_samples",
-    "item_vectors",
-)
-MODELS = ("two_tower", "ranker")
-WALK_METHODS = ("deepwalk", "node2vec")
-SIMILARITY_ALGOS = ("itemcf", "swing", "usercf")
+TABLES = catalog.PUBLISHED_TABLES
 DAILY_PUBLISHED = Asset("recsys://published/daily")
 INCREMENTAL_PUBLISHED = Asset("recsys://published/incremental")
 TABLE_ASSETS = {t: Asset(f"recsys://tables/{t}") for t in TABLES}
 MODEL_ASSETS = {m: Asset(f"recsys://models/{m}") for m in MODELS}
 
-# What each daily task writes: publish requires these for the day unless the task was skipped.
+# What each daily task writes that publish requires for the day, unless the task was skipped.
 STAGE_TABLES: dict[str, tuple[str, ...]] = {
-    "stats": ("daily_counts", "user_stats", "item_stats"),
-    **{f"similarity.{a}": (f"{a}_sim",) for a in SIMILARITY_ALGOS},
-    "graph": ("item_graph",),
-    **{f"walks.{m}": ("walks",) for m in WALK_METHODS},
-    **{f"embeddings.{m}": ("item_embeddings",) for m in WALK_METHODS},
-    "samples": ("recall_samples", "rank_samples"),
+    s.name: required
+    for s in catalog.DAILY_STAGES
+    if (required := tuple(t for t in s.tables if t in catalog.DAILY_TABLES))
 }
-VALIDATE_INPUTS = ("events", "items", "users")
-VALIDATE_OUTPUTS = TABLES
+VALIDATE_INPUTS = catalog.VALIDATE_INPUTS
+VALIDATE_OUTPUTS = catalog.VALIDATE_OUTPUTS
 
 # Generous per-task limits: a stuck job is killed (and retried) instead of holding the day forever.
 TIMEOUTS = {
@@ -164,12 +167,6 @@ def job_command(job: str, params: dict[str, Any], job_args: Sequence[str], home:
     return [spark_submit_binary(home), *submit_arguments(params), script, *common, *job_args]
 
 
-def _names(task_id: str) -> list[str]:
-    """`group.task` matches `group` and `group.task`, so params can address a whole stage or one task."""
-    group = task_id.split(".", 1)[0]
-    return [group, task_id] if group != task_id else [task_id]
-
-
 def publish_arguments(params: dict[str, Any]) -> str:
     """`--tables ... --models ... --methods ...` for the daily publish: what the run's tasks produced.
 
@@ -179,7 +176,7 @@ def publish_arguments(params: dict[str, Any]) -> str:
     skip = set(params.get("skip") or [])
 
     def skipped(task_id: str) -> bool:
-        return any(n in skip for n in _names(task_id))
+        return catalog.is_skipped(task_id, skip)
 
     tables = [t for task, ts in STAGE_TABLES.items() if not skipped(task) for t in ts]
     models = [m for m in MODELS if not skipped(f"train.{m}")]
@@ -225,14 +222,37 @@ def common_params() -> dict[str, Param]:
             description="spark-submit --packages, e.g. io.delta:delta-spark_2.13:4.0.0 for Delta's own engine.",
         ),
         "spark_conf": Param({}, type="object", description="Extra spark-submit --conf key=value pairs."),
-        "np": Param(1, type="integer", minimum=1, description="Training ranks (embeddings and models)."),
-        "launcher": Param("horovod", enum=["horovod", "torch", "local"], description="Training launcher."),
         "extra_args": Param(
             {},
             type="object",
             description='More job flags by task or group id, e.g. {"embeddings": "--window 3"}.',
         ),
     }
+
+
+# The jobs' options as DAG params, generated from the job configs (`python -m recsys_spark.pipeline`
+# writes this file; tests/test_catalog.py fails when it is stale): names, defaults, bounds, choices.
+JOB_PARAMS = json.loads((Path(__file__).resolve().parent / "job_params.json").read_text())
+
+
+def job_option_params(names: Iterable[str] | None = None, **defaults: Any) -> dict[str, Param]:
+    """Params of the run-daily options forwarded to the jobs (all, or `names`), `defaults` overriding."""
+    specs = JOB_PARAMS["params"]
+    params = {}
+    for name in specs if names is None else names:
+        spec = dict(specs[name])
+        default = spec.pop("default")
+        params[name] = Param(defaults.get(name, default), **spec)
+    return params
+
+
+def stage_arguments(stage: Any, date: str = "--date {{ ds }}") -> str:
+    """The job flags of a daily stage's task: `date`, the stage's own (`--algo swing`), then each job
+    option forwarded from its run-daily param (`--top-k {{ params.top_k }}`), as run-daily passes them."""
+    flags = [date, *(f"--{k.replace('_', '-')} {v}" for k, v in stage.args)]
+    for option, param in JOB_PARAMS["routes"][stage.job].items():
+        flags.append(f"--{option.replace('_', '-')} {{{{ params.{param} }}}}")
+    return " ".join(flags)
 
 
 class SparkJobOperator(BaseOperator):
@@ -264,7 +284,7 @@ class SparkJobOperator(BaseOperator):
 
     def should_skip(self, params: dict[str, Any]) -> str | None:
         skip = set(params.get("skip") or [])
-        hit = [n for n in _names(self.task_id) if n in skip]
+        hit = [n for n in catalog.skip_names(self.task_id) if n in skip]
         return f"{hit[0]} is in the skip param" if hit else None
 
     def execute(self, context: Any) -> None:
@@ -274,7 +294,9 @@ class SparkJobOperator(BaseOperator):
         reason = self.should_skip(params)
         if reason:
             raise AirflowSkipException(reason)
-        extra = " ".join((params.get("extra_args") or {}).get(n, "") for n in _names(self.task_id))
+        extra = " ".join(
+            (params.get("extra_args") or {}).get(n, "") for n in catalog.skip_names(self.task_id)
+        )
         home = recsys_home()
         argv = job_command(self.job, params, [*shlex.split(self.job_args), *shlex.split(extra)], home)
         mask_secret_conf(params)  # the command line is logged (here and by the hook)
@@ -302,7 +324,10 @@ class ValidateOperator(SparkJobOperator):
 
     def __init__(self, *, table: str, **kwargs: Any) -> None:
         super().__init__(
-            job="validate", job_args=f"--date {{{{ ds }}}} --table {table}", fail_fast_codes=(1, 2), **kwargs
+            job="validate",
+            job_args=f"--date {{{{ ds }}}} --table {table}",
+            fail_fast_codes=(EXIT_FAILED, EXIT_USAGE),
+            **kwargs,
         )
         self.table = table
 
@@ -337,7 +362,7 @@ class PublishOperator(SparkJobOperator):
     template_fields: Sequence[str] = ("job_args", "report")
 
     def __init__(self, *, report: str, **kwargs: Any) -> None:
-        super().__init__(job="publish", fail_fast_codes=(1, 2), **kwargs)
+        super().__init__(job="publish", fail_fast_codes=(EXIT_FAILED, EXIT_USAGE), **kwargs)
         self.report = report  # templated name of the manifest under <lake>/_reports/published/
 
     def execute(self, context: Any) -> None:
@@ -408,15 +433,13 @@ def ensure_stream(params: dict[str, Any]) -> dict[str, Any]:
     "continuous" starts `stream --trigger-seconds N` in the background, detached from this task.
     """
     lake = str(params["lake"])
-    heartbeat = read_lake_json(
-        lake, "_checkpoints", "stream", "heartbeat.json", conn_id=params.get("lake_conn_id")
-    )
+    heartbeat = read_lake_json(lake, *catalog.HEARTBEAT_PATH, conn_id=params.get("lake_conn_id"))
     age = heartbeat_age(heartbeat)
     limit = float(params["stream_stale_seconds"])
     # The stream job also writes "state": running / stopped (a --once run ended) / failed. Only a fresh
     # beat of a running stream means files are being picked up without us; the bare {updated_at, pid}
     # contract (no state) counts as running.
-    running = (heartbeat or {}).get("state", "running") == "running"
+    running = (heartbeat or {}).get("state", catalog.RUNNING) == catalog.RUNNING
     if age is not None and age <= limit and running:
         log.info("stream healthy: heartbeat %.0fs old (pid %s)", age, heartbeat.get("pid"))
         return {"status": "healthy", "age_seconds": age}

@@ -21,9 +21,7 @@ import os
 from _recsys_common import (
     DAILY_PUBLISHED,
     MODEL_ASSETS,
-    MODELS,
     PUBLISH_POOL,
-    SIMILARITY_ALGOS,
     TABLE_ASSETS,
     TEMPLATE_MACROS,
     TIMEOUTS,
@@ -32,7 +30,10 @@ from _recsys_common import (
     WALK_METHODS,
     PublishOperator,
     SparkJobOperator,
+    catalog,
     common_params,
+    job_option_params,
+    stage_arguments,
     validation_group,
 )
 from airflow.sdk import DAG, Param, TaskGroup, chain
@@ -42,17 +43,8 @@ DATE = "--date {{ ds }}"
 
 params = {
     **common_params(),
-    # The options of `recsys-spark run-daily` (recsys_spark.pipeline.DailyConfig), same names.
-    "top_k": Param(100, type="integer", minimum=1, description="Neighbours kept by the similarity stages."),
-    "num_walks": Param(10, type="integer", minimum=1, description="Walks started from every item."),
-    "walk_length": Param(40, type="integer", minimum=2, description="Items per walk at most."),
-    "p": Param(1.0, type="number", description="Node2vec return parameter."),
-    "q": Param(0.5, type="number", description="Node2vec in-out parameter."),
-    "dim": Param(64, type="integer", minimum=1, description="Embedding dimension."),
-    "epochs": Param(5, type="integer", minimum=1, description="Embedding training epochs."),
-    "train_epochs": Param(1, type="integer", minimum=1, description="Passes of the full model update."),
-    "train_batch_size": Param(256, type="integer", minimum=1, description="Rows per step and rank."),
-    "train_learning_rate": Param(0.005, type="number", description="Adam learning rate of the models."),
+    # The options of `recsys-spark run-daily` (recsys_spark.pipeline.DailyConfig), same names, generated.
+    **job_option_params(),
     "skip": Param(
         [],
         type="array",
@@ -95,52 +87,30 @@ with DAG(
         "validate_inputs", "validate_inputs", "Great Expectations suites of the inputs, one task per table"
     )
 
-    stats = SparkJobOperator(task_id="stats", job="stats", job_args=DATE)
+    def stage_task(name: str, **kwargs) -> SparkJobOperator:
+        """The task of run-daily's stage `name` (inside its task group: the id's last part)."""
+        stage = catalog.stage_named(name)
+        task_id = name.rsplit(".", 1)[-1]
+        return SparkJobOperator(
+            task_id=task_id, job=stage.job, job_args=stage_arguments(stage, DATE), **kwargs
+        )
 
-    with TaskGroup("similarity", tooltip="ItemCF, Swing and UserCF in parallel") as similarity:
-        for algo in SIMILARITY_ALGOS:
-            SparkJobOperator(
-                task_id=algo,
-                job="similarity",
-                job_args=f"{DATE} --algo {algo} --top-k {{{{ params.top_k }}}}",
-            )
+    def stage_group(group: str, tooltip: str, **kwargs) -> TaskGroup:
+        with TaskGroup(group, tooltip=tooltip) as task_group:
+            for stage in catalog.DAILY_STAGES:
+                if stage.group == group:
+                    stage_task(stage.name, **kwargs)
+        return task_group
 
-    graph = SparkJobOperator(task_id="graph", job="graph", job_args=DATE)
-
-    with TaskGroup("walks", tooltip="DeepWalk and Node2vec walks") as walks:
-        for method in WALK_METHODS:
-            node2vec = " --p {{ params.p }} --q {{ params.q }}" if method == "node2vec" else ""
-            SparkJobOperator(
-                task_id=method,
-                job="walks",
-                job_args=f"{DATE} --method {method} --num-walks {{{{ params.num_walks }}}} "
-                f"--walk-length {{{{ params.walk_length }}}}{node2vec}",
-            )
-
-    with TaskGroup("embeddings", tooltip="Skip-gram item embeddings per walk method") as embeddings:
-        for method in WALK_METHODS:
-            SparkJobOperator(
-                task_id=method,
-                job="embed",
-                job_args=f"{DATE} --method {method} --dim {{{{ params.dim }}}} --epochs {{{{ params.epochs }}}} "
-                "--np {{ params.np }} --launcher {{ params.launcher }}",
-            )
-
-    samples = SparkJobOperator(task_id="samples", job="samples", job_args=DATE)
-
-    with TaskGroup("train", tooltip="Full model updates, warm-started from the day before") as train:
-        for model in MODELS:
-            SparkJobOperator(
-                task_id=model,
-                job="train",
-                job_args=f"{DATE} --model {model} --mode full --np {{{{ params.np }}}} "
-                "--launcher {{ params.launcher }} --epochs {{ params.train_epochs }} "
-                "--batch-size {{ params.train_batch_size }} --learning-rate {{ params.train_learning_rate }}",
-                # The model registry has one writer at a time, shared with the incremental DAG.
-                pool=PUBLISH_POOL,
-            )
-
-    evaluate = SparkJobOperator(task_id="evaluate", job="evaluate", job_args=DATE)
+    stats = stage_task("stats")
+    similarity = stage_group("similarity", "ItemCF, Swing and UserCF in parallel")
+    graph = stage_task("graph")
+    stage_group("walks", "DeepWalk and Node2vec walks")
+    stage_group("embeddings", "Skip-gram item embeddings per walk method")
+    samples = stage_task("samples")
+    # The model registry has one writer at a time, shared with the incremental DAG.
+    train = stage_group("train", "Full model updates, warm-started from the day before", pool=PUBLISH_POOL)
+    evaluate = stage_task("evaluate")
 
     validate_outputs = validation_group(
         "validate_outputs", "validate_outputs", "Suites of every table the day wrote, one task per table"

@@ -34,6 +34,7 @@ from _recsys_common import (
     SparkJobOperator,
     common_params,
     ensure_stream,
+    job_option_params,
 )
 from airflow.sdk import DAG, Param, TaskGroup, task
 from airflow.timetables.assets import AssetOrTimeSchedule
@@ -45,7 +46,7 @@ STAMP = "{{ dag_run.run_after.strftime('%Y%m%dT%H%M%SZ') }}"  # asset-triggered 
 params = {
     **common_params(),
     # One process by default: an update trains minutes of events, less than a launcher start-up costs.
-    "launcher": Param("local", enum=["horovod", "torch", "local"], description="Training launcher."),
+    **job_option_params(["np", "launcher"], launcher="local"),
     "stream_mode": Param(
         "once",
         enum=["once", "continuous"],

@@ -25,6 +25,8 @@ import time
 import numpy as np
 from common import Timer, bench_session, print_table, save
 
+from recsys_spark import catalog
+
 
 def prepare(spark, lake, args, workdir):
     """Generated lake -> samples of the last day -> the encoded store the ranks read."""
@@ -53,7 +55,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=20000)
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--days", type=int, default=3)
-    parser.add_argument("--model", choices=["two_tower", "ranker"], default="ranker")
+    parser.add_argument("--model", choices=list(catalog.MODELS), default="ranker")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
 

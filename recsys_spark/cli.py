@@ -15,84 +15,9 @@ import sys
 import time
 from collections.abc import Sequence
 
+from recsys_spark.catalog import EXIT_FAILED, EXIT_OK, EXIT_USAGE, JOBS
 from recsys_spark.config import add_config_arguments, config_from_namespace
 from recsys_spark.errors import UsageError  # defined in the bottom layer; still importable from here
-
-# job -> (module, config class, run function, one-line summary)
-JOBS: dict[str, tuple[str, str, str, str]] = {
-    "generate": (
-        "recsys_spark.generate",
-        "GenerateConfig",
-        "run",
-        "Write synthetic events, items and users.",
-    ),
-    "ingest": (
-        "recsys_spark.ingest.job",
-        "IngestConfig",
-        "run",
-        "Load canonical, MovieLens or Taobao files.",
-    ),
-    "stats": (
-        "recsys_spark.stats",
-        "StatsConfig",
-        "run",
-        "User and item statistics over 1/7/30-day windows.",
-    ),
-    "similarity": (
-        "recsys_spark.similarity.job",
-        "SimilarityConfig",
-        "run",
-        "Item-item (itemcf, swing) or user-user (usercf) top-K similarity.",
-    ),
-    "graph": ("recsys_spark.graph.job", "GraphConfig", "run_graph", "Item graph from behaviour sequences."),
-    "walks": ("recsys_spark.graph.job", "WalksConfig", "run_walks", "DeepWalk or Node2vec random walks."),
-    "embed": ("recsys_spark.graph.embed", "EmbedConfig", "run", "Skip-gram item embeddings from the walks."),
-    "samples": (
-        "recsys_spark.samples.job",
-        "SamplesConfig",
-        "run",
-        "Recall and ranking training sets for one day.",
-    ),
-    "train": (
-        "recsys_spark.train.job",
-        "TrainConfig",
-        "run",
-        "Train the two-tower or ranking model (Horovod), full or incremental.",
-    ),
-    "evaluate": (
-        "recsys_spark.evaluate.job",
-        "EvaluateConfig",
-        "run",
-        "Recall@K/NDCG@K/HitRate@K of every channel and AUC/uAUC/log-loss of the ranker.",
-    ),
-    "validate": (
-        "recsys_spark.quality.validate",
-        "ValidateConfig",
-        "run",
-        "Run a table's Great Expectations suite; Data Docs under _reports/quality/.",
-    ),
-    "publish": (
-        "recsys_spark.publish",
-        "PublishConfig",
-        "run",
-        "Mark a day's outputs as published after every check passed.",
-    ),
-    "stream": (
-        "recsys_spark.streaming.job",
-        "StreamConfig",
-        "run",
-        "Structured Streaming ingest of landed event files, exactly once.",
-    ),
-    "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
-    "tables": (
-        "recsys_spark.lake.show",
-        "TablesConfig",
-        "run",
-        "List the lake's tables, versions and row counts.",
-    ),
-}
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 log = logging.getLogger("recsys_spark")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,11 +17,37 @@ from typing import Any
 
 
 def option(default: Any, help: str, **kwargs: Any) -> Any:
-    """A config field with its help text (and optional `choices=`)."""
+    """A config field with its help text, and optionally:
+
+    - `choices=[...]`: the allowed values (the CLI refuses others; the DAG param is an enum);
+    - `minimum=N` / `exclusive_minimum=N`: the bound the job's own validation enforces, carried to
+      the Airflow param of the same option;
+    - `aliases=[old_name, ...]`: earlier names still accepted by the CLI (hidden, with a warning).
+    """
     meta = {"help": help, **kwargs}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def same_as(job: str, config_cls: type, name: str, help: str | None = None, **kwargs: Any) -> Any:
+    """An option that forwards to option `name` of `job` (config `config_cls`): same default, choices
+    and bounds, written once in the job's config. `metadata["forwards"]` = (job, name) for the caller
+    that routes it (run-daily's stages, the DAG params)."""
+    source = config_cls.__dataclass_fields__[name]
+    meta = {k: v for k, v in source.metadata.items() if k not in ("aliases", "help")}
+    meta.update(kwargs, forwards=(job, name))
+    flag = "--" + name.replace("_", "-")
+    return option(field_default(source), help or f"{job} {flag}: {source.metadata.get('help', '')}", **meta)
+
+
+def params_of(config, params_cls: type):
+    """The `params_cls` dataclass (an algorithm's typed parameters) filled from a job config's fields."""
+    return params_cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(params_cls)})
 
 
 @dataclass
@@ -76,7 +103,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
     for f in dataclasses.fields(config_cls):
         base = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = field_default(f)
         help_text = f.metadata.get("help", "")
         shown = "" if default is None else f" (default: {default})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text + shown}
@@ -98,6 +125,27 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
         elif base in (int, float, str):
             kwargs["type"] = base
         parser.add_argument(flag, **kwargs)
+        for alias in f.metadata.get("aliases", ()):
+            hidden = {k: v for k, v in kwargs.items() if k not in ("default", "help", "dest", "action")}
+            parser.add_argument(
+                "--" + alias.replace("_", "-"),
+                **hidden,
+                dest=f.name,
+                action=_deprecated(flag),
+                default=argparse.SUPPRESS,
+                help=argparse.SUPPRESS,
+            )
+
+
+def _deprecated(flag: str) -> type[argparse.Action]:
+    """An argparse action for an old spelling of `flag` (options with a value): stores, and warns."""
+
+    class Deprecated(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            logging.getLogger("recsys_spark").warning("%s is deprecated: use %s", option_string, flag)
+            setattr(namespace, self.dest, values)
+
+    return Deprecated
 
 
 def config_from_namespace(config_cls: type, namespace: argparse.Namespace):
@@ -118,6 +166,6 @@ def describe(config_cls: type) -> list[tuple[str, Any, str]]:
     """(flag, default, help) for every option: used to generate the docs tables."""
     rows = []
     for f in dataclasses.fields(config_cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = field_default(f)
         rows.append(("--" + f.name.replace("_", "-"), default, f.metadata.get("help", "")))
     return rows

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import logging
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from recsys_spark.config import DatedConfig, option
+from recsys_spark import catalog
+from recsys_spark.config import DatedConfig, field_default, option, same_as
 from recsys_spark.errors import UsageError
+from recsys_spark.graph.embed import EmbedConfig
+from recsys_spark.graph.job import WalksConfig
+from recsys_spark.similarity.job import SimilarityConfig
+from recsys_spark.train.job import TrainConfig
 
 log = logging.getLogger(__name__)
-
-SIMILARITY_ALGOS = ("itemcf", "swing", "usercf")
-WALK_METHODS = ("deepwalk", "node2vec")
 
 
 @dataclass
@@ -29,24 +33,34 @@ class DailyConfig(DatedConfig):
     -> embeddings (deepwalk, node2vec) -> samples -> full training (two_tower, ranker) -> evaluate
     (--date against what was built before it: the previous day's tables and models)."""
 
-    skip: list[str] = option([], "Stages to leave out, e.g. --skip usercf node2vec-walks.")
-    top_k: int = option(100, "Neighbours kept per id by the similarity stages.")
-    num_walks: int = option(10, "Walks started from every item.")
-    walk_length: int = option(40, "Items per walk at most.")
-    p: float = option(1.0, "Node2vec return parameter.")
-    q: float = option(0.5, "Node2vec in-out parameter (< 1 explores outward, DFS-like).")
-    dim: int = option(64, "Embedding dimension.")
-    epochs: int = option(5, "Embedding training epochs.")
-    np: int = option(1, "Training processes (ranks) for the embeddings and the models.")
-    launcher: str = option(
-        "horovod", "Training launcher: horovod, torch or local.", choices=["horovod", "torch", "local"]
+    skip: list[str] = option(
+        [],
+        "Stages or groups to leave out, e.g. --skip similarity.usercf walks.node2vec, or --skip train "
+        f"(stages: {', '.join(catalog.STAGE_NAMES)}).",
     )
-    train_epochs: int = option(1, "Passes over the day's samples in the full model update.")
-    train_batch_size: int = option(256, "Rows per step and rank of the model training.")
+    # Options forwarded to the stages' jobs, defaults and bounds taken from the jobs' configs. A name
+    # is the job's own where one job has it, `<job>_<name>` where the embed and train jobs both have it.
+    top_k: int = same_as("similarity", SimilarityConfig, "top_k")
+    num_walks: int = same_as("walks", WalksConfig, "num_walks")
+    walk_length: int = same_as("walks", WalksConfig, "walk_length")
+    p: float = same_as("walks", WalksConfig, "p")
+    q: float = same_as("walks", WalksConfig, "q")
+    embed_dim: int = same_as("embed", EmbedConfig, "dim", aliases=["dim"])
+    embed_epochs: int = same_as("embed", EmbedConfig, "epochs", aliases=["epochs"])
+    np: int = same_as(
+        "train", TrainConfig, "np", "Training processes (ranks) of the embeddings and the models."
+    )
+    launcher: str = same_as(
+        "train", TrainConfig, "launcher", "Training launcher of the embeddings and the models."
+    )
+    train_epochs: int = same_as(
+        "train", TrainConfig, "epochs", "Passes over the day's samples in the full model update."
+    )
+    train_batch_size: int = same_as("train", TrainConfig, "batch_size")
     gate: bool = option(
         True, "Validate each table's critical expectations before publishing it (docs/quality.md)."
     )
-    train_learning_rate: float = option(0.005, "Adam learning rate of the model training.")
+    train_learning_rate: float = same_as("train", TrainConfig, "learning_rate")
 
 
 @dataclass(frozen=True)
@@ -62,78 +76,57 @@ def _common(cfg: DailyConfig) -> dict:
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DatedConfig)}
 
 
-def _train(model: str) -> Callable[[DailyConfig], dict]:
+def forwarded(job: str, config_cls: type) -> dict[str, str]:
+    """{option of `job` (config `config_cls`): the run-daily option that sets it}.
+
+    An option forwarded from `job` itself, or one of the same name forwarded from another job (`np`
+    and `launcher` set both the embed and the train jobs); `embed_epochs` is not the train job's.
+    """
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    routes = {}
+    for f in dataclasses.fields(DailyConfig):
+        source = f.metadata.get("forwards")
+        if source and source[1] in names and (source[0] == job or f.name == source[1]):
+            routes[source[1]] = f.name
+    return routes
+
+
+def _stage(spec: catalog.Stage) -> Stage:
+    module, config_class, function, _ = catalog.JOBS[spec.job]
+    variant = dict(spec.args)
+
     def options(cfg: DailyConfig) -> dict:
-        return {
-            **_common(cfg),
-            "model": model,
-            "mode": "full",
-            "np": cfg.np,
-            "launcher": cfg.launcher,
-            "epochs": cfg.train_epochs,
-            "batch_size": cfg.train_batch_size,
-            "learning_rate": cfg.train_learning_rate,
-        }
+        config_cls = getattr(importlib.import_module(module), config_class)
+        routes = forwarded(spec.job, config_cls)
+        return {**_common(cfg), **{k: getattr(cfg, v) for k, v in routes.items()}, **variant}
 
-    return options
+    return Stage(spec.name, module, config_class, options, function)
 
 
-def _walks(method: str) -> Callable[[DailyConfig], dict]:
-    def options(cfg: DailyConfig) -> dict:
-        extra = {"p": cfg.p, "q": cfg.q} if method == "node2vec" else {}
-        return {
-            **_common(cfg),
-            "method": method,
-            "num_walks": cfg.num_walks,
-            "walk_length": cfg.walk_length,
-            **extra,
-        }
-
-    return options
+STAGES: tuple[Stage, ...] = tuple(_stage(spec) for spec in catalog.DAILY_STAGES)
 
 
-def _embed(method: str) -> Callable[[DailyConfig], dict]:
-    def options(cfg: DailyConfig) -> dict:
-        return {
-            **_common(cfg),
-            "method": method,
-            "dim": cfg.dim,
-            "epochs": cfg.epochs,
-            "np": cfg.np,
-            "launcher": cfg.launcher,
-        }
-
-    return options
-
-
-STAGES: tuple[Stage, ...] = (
-    Stage("stats", "recsys_spark.stats", "StatsConfig", _common),
-    *(
-        Stage(
-            algo,
-            "recsys_spark.similarity.job",
-            "SimilarityConfig",
-            lambda cfg, algo=algo: {**_common(cfg), "algo": algo, "top_k": cfg.top_k},
+def stages_to_skip(skip: list[str]) -> set[str]:
+    """The stage names `--skip` leaves out: a stage, its group ("similarity"), or a deprecated old name."""
+    wanted = set()
+    for name in skip:
+        if name in catalog.STAGE_ALIASES:
+            new = catalog.STAGE_ALIASES[name]
+            log.warning("run-daily --skip %s is deprecated: the stage is now named %s", name, new)
+            name = new
+        wanted.add(name)
+    unknown = sorted(wanted - set(catalog.STAGE_NAMES) - set(catalog.STAGE_GROUPS))
+    if unknown:
+        raise UsageError(
+            f"--skip names unknown stages {unknown}; stages are {list(catalog.STAGE_NAMES)} "
+            f"(or their groups {list(catalog.STAGE_GROUPS)})"
         )
-        for algo in SIMILARITY_ALGOS
-    ),
-    Stage("graph", "recsys_spark.graph.job", "GraphConfig", _common, "run_graph"),
-    *(
-        Stage(f"{m}-walks", "recsys_spark.graph.job", "WalksConfig", _walks(m), "run_walks")
-        for m in WALK_METHODS
-    ),
-    *(Stage(f"{m}-embed", "recsys_spark.graph.embed", "EmbedConfig", _embed(m)) for m in WALK_METHODS),
-    Stage("samples", "recsys_spark.samples.job", "SamplesConfig", _common),
-    *(Stage(m, "recsys_spark.train.job", "TrainConfig", _train(m)) for m in ("two_tower", "ranker")),
-    Stage("evaluate", "recsys_spark.evaluate.job", "EvaluateConfig", _common),
-)
+    return {s for s in catalog.STAGE_NAMES if catalog.is_skipped(s, wanted)}
 
 
 def run(cfg: DailyConfig, spark, lake) -> int:
-    unknown = sorted(set(cfg.skip) - {s.name for s in STAGES})
-    if unknown:
-        raise UsageError(f"--skip names unknown stages {unknown}; stages are {[s.name for s in STAGES]}")
-    stages = [s for s in STAGES if s.name not in cfg.skip]
+    skipped = stages_to_skip(cfg.skip)
+    stages = [s for s in STAGES if s.name not in skipped]
     from recsys_spark.quality.gate import QualityGateError, enable_gates
 
     if cfg.gate:  # every table write of every stage passes its critical suite first, or is not published
@@ -158,5 +151,55 @@ def run(cfg: DailyConfig, spark, lake) -> int:
             return code
     print(f"run-daily {cfg.date}: {len(stages)} stages in {time.time() - started:.1f}s")
     for name, seconds in timings:
-        print(f"  {name:<12} {seconds:7.1f}s")
+        print(f"  {name:<20} {seconds:7.1f}s")
     return 0
+
+
+# -- the Airflow DAG's job options, generated from the configs ---------------------------------------
+DAG_PARAMS_FILE = "airflow_dags/job_params.json"  # relative to the checkout; the DAGs read it
+_JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", list: "array"}
+
+
+def dag_params() -> dict:
+    """What `airflow_dags/job_params.json` holds, derived from the job configs (nothing by hand).
+
+    `params`: every run-daily option forwarded to a job, as an Airflow param spec (default, JSON type,
+    bounds, choices, description); `routes`: per job, {job option: param} for the task's command line.
+    The DAGs cannot import recsys_spark (Airflow's venv), so they read the file;
+    `python -m recsys_spark.pipeline` rewrites it and tests/test_catalog.py fails when it is stale.
+    """
+    hints = typing.get_type_hints(DailyConfig)
+    params = {}
+    for f in dataclasses.fields(DailyConfig):
+        if "forwards" not in f.metadata:
+            continue
+        spec = {
+            "default": field_default(f),
+            "type": _JSON_TYPES[typing.get_origin(hints[f.name]) or hints[f.name]],
+            "description": f.metadata["help"],
+        }
+        for key, name in (
+            ("minimum", "minimum"),
+            ("exclusive_minimum", "exclusiveMinimum"),
+            ("choices", "enum"),
+        ):
+            if key in f.metadata:
+                spec[name] = list(f.metadata[key]) if key == "choices" else f.metadata[key]
+        params[f.name] = spec
+    routes = {}
+    for job in dict.fromkeys(s.job for s in catalog.DAILY_STAGES):
+        module, config_class, _, _ = catalog.JOBS[job]
+        routes[job] = forwarded(job, getattr(importlib.import_module(module), config_class))
+    return {"params": params, "routes": routes}
+
+
+def dag_params_text() -> str:
+    return json.dumps(dag_params(), indent=2) + "\n"
+
+
+if __name__ == "__main__":  # python -m recsys_spark.pipeline: regenerate the DAGs' job params
+    from pathlib import Path
+
+    target = Path(__file__).resolve().parents[1] / DAG_PARAMS_FILE
+    target.write_text(dag_params_text())
+    print(f"wrote {target}")

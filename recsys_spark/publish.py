@@ -25,18 +25,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from recsys_spark.catalog import DAILY_TABLES, DATED_TABLES, METHOD_TABLES, MODELS, WALK_METHODS
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# Outputs of the daily run and how "holds day D" is decided for each.
-DATED_TABLES = ("daily_counts", "user_stats", "item_stats", "recall_samples", "rank_samples")  # dt = D
-WHOLE_TABLES = ("itemcf_sim", "swing_sim", "usercf_sim", "item_graph")  # latest commit's "date" = D
-METHOD_TABLES = ("walks", "item_embeddings")  # per method: the newest commit of it has "date" = D
-DAILY_TABLES = (*DATED_TABLES, *WHOLE_TABLES, *METHOD_TABLES)
-WALK_METHODS = ("deepwalk", "node2vec")
-MODELS = ("two_tower", "ranker")
 NONE = "none"
 
 

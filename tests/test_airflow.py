@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from recsys_spark import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 DAGS = ROOT / "airflow_dags"
 AIRFLOW_BIN = ROOT / ".venv-airflow" / "bin"
@@ -42,8 +44,8 @@ TINY = {
     "top_k": 20,
     "num_walks": 2,
     "walk_length": 8,
-    "dim": 8,
-    "epochs": 1,
+    "embed_dim": 8,
+    "embed_epochs": 1,
     "np": 1,
     "launcher": "local",
     "train_batch_size": 128,
@@ -69,37 +71,12 @@ SKIP_HEAVY = [
 DAILY_TASKS = {
     "validate_inputs.tables",
     "validate_inputs.validate",
-    "stats",
-    "similarity.itemcf",
-    "similarity.swing",
-    "similarity.usercf",
-    "graph",
-    "walks.deepwalk",
-    "walks.node2vec",
-    "embeddings.deepwalk",
-    "embeddings.node2vec",
-    "samples",
-    "train.two_tower",
-    "train.ranker",
-    "evaluate",
+    *catalog.STAGE_NAMES,  # run-daily's stages are the DAG's job tasks, same names
     "validate_outputs.tables",
     "validate_outputs.validate",
     "publish",
 }
-PUBLISHED_TABLES = {
-    "daily_counts",
-    "user_stats",
-    "item_stats",
-    "itemcf_sim",
-    "swing_sim",
-    "usercf_sim",
-    "item_graph",
-    "walks",
-    "item_embeddings",
-    "recall_samples",
-    "rank_samples",
-    "item_vectors",
-}
+PUBLISHED_TABLES = set(catalog.PUBLISHED_TABLES)
 
 
 # -- running Airflow --------------------------------------------------------------------------------
@@ -300,10 +277,10 @@ def test_daily_dag_tasks_and_dependencies(described):
     assert down("validate_inputs.tables") == {"validate_inputs.validate"}
     assert down("validate_inputs.validate") == {"stats"}
     assert down("stats") == {"similarity.itemcf", "similarity.swing", "similarity.usercf"}
-    for algo in ("itemcf", "swing", "usercf"):
+    for algo in catalog.SIMILARITY_ALGOS:
         assert down(f"similarity.{algo}") == {"graph"}
     assert down("graph") == {"walks.deepwalk", "walks.node2vec"}
-    for method in ("deepwalk", "node2vec"):
+    for method in catalog.WALK_METHODS:
         assert down(f"walks.{method}") == {f"embeddings.{method}"}
         assert down(f"embeddings.{method}") == {"samples"}
     assert down("samples") == {"train.two_tower", "train.ranker"}
@@ -517,7 +494,7 @@ def test_consecutive_days_warm_start_from_yesterday(daily_runs):
         "train.ranker",
         "publish",
     }
-    for model in ("two_tower", "ranker"):
+    for model in catalog.MODELS:
         registry = lake / "_models" / model
         assert sorted(p.name for p in (registry / "full").iterdir()) == [f"full-{D1}", f"full-{D2}"]
         assert _read(registry / "full" / f"full-{D2}" / "manifest.json")["base"] == f"full-{D1}"
@@ -551,7 +528,7 @@ def test_incremental_dag_updates_both_models(daily_runs, airflow, request):
     manifests = sorted((lake / "_reports" / "published").glob("incremental-*.json"))
     assert len(manifests) == 1
     published = _read(manifests[0])
-    for model in ("two_tower", "ranker"):
+    for model in catalog.MODELS:
         latest = _read(lake / "_models" / model / "LATEST.json")
         # D3's events came after full-D2's watermark (start of D3): trained on top of full-D2.
         assert latest["incremental"]["base"] == f"full-{D2}"

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
+from recsys_spark import catalog
 from recsys_spark.graph.item_graph import item_graph
 from recsys_spark.graph.walks import CsrGraph, WalkParams, random_walks, walk_batch
 
@@ -165,7 +166,7 @@ def test_node2vec_second_order_transitions_are_exact(p, q):
 
 
 def test_walks_stop_at_dead_ends_and_nodes_without_out_edges_walk_alone():
-    for method in ("deepwalk", "node2vec"):
+    for method in catalog.WALK_METHODS:
         walks = _walks(WalkParams(method, num_walks=50, walk_length=8, p=0.5, q=2.0))
         for w in walks:
             assert len(w) == 8 or w[-1] == "e", w

@@ -11,24 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from recsys_spark import cli
+from recsys_spark import catalog, cli
 from recsys_spark.lake import Lake
 
 REPO = Path(__file__).resolve().parents[1]
-DAILY_TABLES = [
-    "daily_counts",
-    "user_stats",
-    "item_stats",
-    "itemcf_sim",
-    "swing_sim",
-    "usercf_sim",
-    "item_graph",
-    "walks",
-    "item_embeddings",
-    "recall_samples",
-    "rank_samples",
-    "item_vectors",
-]
+DAILY_TABLES = catalog.PUBLISHED_TABLES
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +56,7 @@ def test_run_daily_produces_every_table(daily_lake):
     assert report["precision@10"] > report["random_precision@10"]
     evaluation = json.loads(Path(daily_lake.path("_reports", "evaluation", "2026-11-04.json")).read_text())
     assert "popularity" in evaluation["recall"]  # nothing else was built before the day: only the baseline
-    for model in ("two_tower", "ranker"):
+    for model in catalog.MODELS:
         latest = json.loads(Path(daily_lake.path("_models", model, "LATEST.json")).read_text())
         assert latest["serving"] == "full-2026-11-04"
 
@@ -86,13 +73,11 @@ def test_rerunning_a_day_is_idempotent(spark, daily_lake):
         daily_lake.root,
         "--skip",
         "stats",
-        "itemcf",
-        "usercf",
-        "deepwalk-embed",
-        "node2vec-embed",
+        "similarity.itemcf",
+        "similarity.usercf",
+        "embeddings",
         "samples",
-        "two_tower",
-        "ranker",
+        "train",
         "evaluate",
     ]
     assert cli.main([*args, "--num-walks", "3", "--walk-length", "10"], spark=spark) == 0
@@ -172,7 +157,7 @@ def test_spark_submit_samples_then_both_models_full_and_incremental_on_two_ranks
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for mode, day in (("full", "2026-11-03"), ("incremental", "2026-11-04")):
-        for model in ("two_tower", "ranker"):
+        for model in catalog.MODELS:
             result = spark_submit(
                 "train", "--lake", root, "--model", model, "--mode", mode, "--np", "2", "--date", day,
                 "--epochs", "1", "--batch-size", "128",
@@ -182,7 +167,7 @@ def test_spark_submit_samples_then_both_models_full_and_incremental_on_two_ranks
             assert len(fingerprints) == 2 and len(set(fingerprints)) == 1, result.stdout[-2000:]  # one model
     lake = Lake(spark, root)
     assert lake.read("recall_samples").count() > 0 and lake.read("rank_samples").count() > 0
-    for model in ("two_tower", "ranker"):
+    for model in catalog.MODELS:
         latest = json.loads(Path(lake.path("_models", model, "LATEST.json")).read_text())
         assert latest["full"]["version"] == "full-2026-11-03", latest
         assert latest["incremental"]["version"] == "inc-2026-11-04-001", latest

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark import cli
+from recsys_spark import catalog, cli
 from recsys_spark.lake import Lake
 from recsys_spark.lake.tables import known_tables, table_schema
 from recsys_spark.quality import suites as S
@@ -38,21 +38,9 @@ DESIGN_TABLES = {
     "rank_samples",
     "item_vectors",
 }
-DAILY_TABLES = [
-    "daily_counts",
-    "user_stats",
-    "item_stats",
-    "itemcf_sim",
-    "swing_sim",
-    "usercf_sim",
-    "item_graph",
-    "walks",
-    "item_embeddings",
-    "recall_samples",
-    "rank_samples",
-]
-# The stages the fixture runs (training and evaluation are other modules' business and slow).
-STAGES_RUN = {"stats", "itemcf", "swing", "usercf", "graph", "deepwalk-walks", "deepwalk-embed", "samples"}
+DAILY_TABLES = catalog.DAILY_TABLES
+# The stages the fixture leaves out (node2vec, training and evaluation: other modules' business, slow).
+STAGES_SKIPPED = ["walks.node2vec", "embeddings.node2vec", "train", "evaluate"]
 START = dt.date(2024, 3, 1)  # in the past whatever the clock says, so "not in the future" holds
 DAY = START + dt.timedelta(days=1)
 
@@ -156,7 +144,7 @@ def test_drift_bounds_follow_the_tolerances():
 # -- a small lake built by the daily pipeline with the gates on -------------------------------
 @pytest.fixture(scope="module")
 def good_lake(spark, tmp_path_factory):
-    from recsys_spark.pipeline import STAGES, DailyConfig, run
+    from recsys_spark.pipeline import DailyConfig, run
 
     root = str(tmp_path_factory.mktemp("quality") / "lake")
     args = ["--users", "150", "--items", "80", "--days", "2", "--seed", "5", "--start-date", str(START)]
@@ -168,10 +156,10 @@ def good_lake(spark, tmp_path_factory):
         date=DAY,
         num_walks=2,
         walk_length=6,
-        dim=8,
-        epochs=1,
+        embed_dim=8,
+        embed_epochs=1,
         launcher="local",
-        skip=[s.name for s in STAGES if s.name not in STAGES_RUN],
+        skip=STAGES_SKIPPED,
     )
     assert run(cfg, spark, lake) == 0
     disable_gates(lake)

@@ -10,7 +10,6 @@ import random
 import subprocess
 import sys
 from collections import defaultdict
-from types import SimpleNamespace
 
 import pytest
 from pyspark.sql import functions as F
@@ -26,6 +25,7 @@ from recsys_spark.similarity import (
     usercf_similarity,
 )
 from recsys_spark.similarity.interactions import filtered_interactions
+from recsys_spark.similarity.params import SimilarityParams
 
 DAY0 = dt.datetime(2026, 3, 1, tzinfo=dt.timezone.utc)
 EVENTS = [
@@ -131,18 +131,7 @@ def ref_top_k(sims, k):
 
 # -- helpers ------------------------------------------------------------------------------------
 def params(**kw):
-    base = dict(
-        alpha1=15.0,
-        alpha2=0.0,
-        beta=0.3,
-        max_users_per_item=1000,
-        min_user_items=2,
-        max_user_items=1000,
-        block_size=256,
-        pair_partitions=0,
-        top_k=100,
-    )
-    return SimpleNamespace(**{**base, **kw})
+    return SimilarityParams(**kw)  # DESIGN's defaults (alpha1=15, beta=0.3, top_k=100...) unless given
 
 
 def random_events(seed, hot=False, bot=False):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
+from recsys_spark import catalog
 from recsys_spark.ingest import canonical
 from recsys_spark.ingest.quarantine import REASONS
 from recsys_spark.stats import daily_counts_for
@@ -294,9 +295,7 @@ def test_update_models_runs_incremental_training_after_new_events(spark, lake, t
     calls = []
     monkeypatch.setattr(train_job, "run", lambda cfg, spark, lake: calls.append(cfg) or 0)
     files = [f"file://{p}" for p in _batch_files(tmp_path / "landing")]
-    processor = BatchProcessor(
-        StreamConfig(lake=lake.root, update_models=["two_tower", "ranker"]), spark, lake
-    )
+    processor = BatchProcessor(StreamConfig(lake=lake.root, update_models=list(catalog.MODELS)), spark, lake)
     processor.process(files, 0, app_id="stream-test")
     processor.process(files, 0, app_id="stream-test")  # a replay trains nothing new
     assert [(c.model, c.mode, c.launcher, c.date) for c in calls] == [

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from recsys_spark import cli
+from recsys_spark import catalog, cli
 from recsys_spark.distributed import launch
 from recsys_spark.lake import Lake
 from recsys_spark.train.data import encode_history, iterate_shard, write_store
@@ -244,7 +244,7 @@ def test_full_versions_warm_start_from_yesterday(trained):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["two_tower", "ranker"])
+@pytest.mark.parametrize("model", catalog.MODELS)
 def test_incremental_updates_only_id_embeddings(trained, model):
     lake, _, _ = trained
     latest = _latest(lake, model)

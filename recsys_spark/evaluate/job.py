@@ -22,6 +22,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from recsys_spark.catalog import WALK_METHODS
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.evaluate import channels
@@ -190,7 +191,7 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dict
             else:
                 cands = channels.item_to_item_candidates(history, sim, k)
             record(name, channels.topk_lists(cands), f"{table}@v{version}")
-        elif name in ("deepwalk", "node2vec"):
+        elif name in WALK_METHODS:
             record(name, embedding_lists(lake, name, day, hist, k), f"item_embeddings[{name}]")
         elif name == "popularity":
             first = day - dt.timedelta(days=cfg.popularity_days)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.config import DatedConfig, option
+from recsys_spark.catalog import LAUNCHERS
+from recsys_spark.config import DatedConfig, option, params_of
 from recsys_spark.errors import UsageError
 from recsys_spark.graph.sgns import SgnsParams, train_sgns
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EmbedConfig(DatedConfig):
+class EmbedConfig(SgnsParams, DatedConfig):
     """Skip-gram item vectors from the walks of one method; replaces that method's item_embeddings."""
 
     method: str | None = option(
@@ -36,20 +37,12 @@ class EmbedConfig(DatedConfig):
         "sgns (PyTorch, data-parallel) or mllib (Spark MLlib Word2Vec baseline).",
         choices=["sgns", "mllib"],
     )
-    dim: int = option(64, "Vector dimension.")
-    window: int = option(5, "Largest context window; word2vec draws 1..window per center.")
-    negative: int = option(5, "Negative samples per positive pair, drawn proportionally to count^0.75.")
-    epochs: int = option(5, "Passes over the walks.")
-    subsample: float = option(1e-3, "Frequent-item subsampling threshold t (0 = off).")
-    learning_rate: float = option(0.025, "Initial learning rate, decaying linearly to 1e-4 of it.")
     min_count: int = option(1, "Items seen fewer times in the walks get no vector.")
-    batch_size: int = option(1024, "Pairs per SGD batch and rank.")
-    seed: int = option(42, "Random seed.")
-    np: int = option(1, "Training processes (data-parallel ranks).")
+    np: int = option(1, "Training processes (data-parallel ranks).", minimum=1)
     launcher: str = option(
         "horovod",
         "horovod (Gloo), torch (TorchDistributor), or local (one process, no launcher).",
-        choices=["horovod", "torch", "local"],
+        choices=list(LAUNCHERS),
     )
 
 
@@ -117,7 +110,7 @@ def sgns_embeddings(spark, walks: DataFrame, cfg: EmbedConfig, scratch: str) -> 
         F.concat("tokens", F.array_repeat(F.lit(-1), F.lit(longest) - F.size("tokens"))).alias("tokens"),
     )
     padded.repartition(max(4 * cfg.np, 8)).write.parquet(walks_url)
-    params = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(SgnsParams) if hasattr(cfg, f.name)}
+    params = dataclasses.asdict(params_of(cfg, SgnsParams))
     results = launch(
         train_sgns,
         {"walks_url": walks_url, "vocab_url": vocab_url, "out_url": out_url, "params": params},

@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from recsys_spark.config import DatedConfig, option
+from recsys_spark.config import DatedConfig, option, params_of
 from recsys_spark.graph.item_graph import item_graph
 from recsys_spark.graph.walks import WalkParams, random_walks
 from recsys_spark.lake.commit import remove_dir
@@ -27,19 +27,9 @@ class GraphConfig(DatedConfig):
 
 
 @dataclass
-class WalksConfig(DatedConfig):
+class WalksConfig(WalkParams, DatedConfig):
     """Random walks over item_graph; replaces this method's walks in the walks table."""
 
-    method: str = option(
-        "deepwalk",
-        "deepwalk (first-order) or node2vec (second-order, p and q).",
-        choices=["deepwalk", "node2vec"],
-    )
-    num_walks: int = option(10, "Walks started from every node.")
-    walk_length: int = option(40, "Nodes per walk at most (walks stop early at nodes without out-edges).")
-    p: float = option(1.0, "Node2vec return parameter: weight 1/p for stepping back to the previous node.")
-    q: float = option(1.0, "Node2vec in-out parameter: weight 1/q for moving away from the previous node.")
-    seed: int = option(42, "Random seed; the same seed gives the same walks on any number of partitions.")
     partitions: int = option(0, "Spark tasks for the walks (0 = sized to the cluster and the graph).")
 
 
@@ -59,7 +49,7 @@ def run_graph(cfg: GraphConfig, spark, lake) -> int:
 
 def run_walks(cfg: WalksConfig, spark, lake) -> int:
     started = time.time()
-    params = WalkParams(cfg.method, cfg.num_walks, cfg.walk_length, cfg.p, cfg.q, cfg.seed)
+    params = params_of(cfg, WalkParams)
     scratch = lake.scratch_dir()
     try:
         walks = random_walks(lake.read("item_graph"), params, scratch, partitions=cfg.partitions or None)

@@ -16,18 +16,26 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from recsys_spark.config import option
 
-@dataclass(frozen=True)
+
+@dataclass
 class SgnsParams:
-    dim: int = 64
-    window: int = 5
-    negative: int = 5
-    epochs: int = 5
-    subsample: float = 1e-3
-    learning_rate: float = 0.025
-    batch_size: int = 1024
-    sync_every: int = 50
-    seed: int = 42
+    """SGNS training parameters, defaults and help in one place (`EmbedConfig` is built on them)."""
+
+    dim: int = option(64, "Vector dimension.", minimum=1)
+    window: int = option(5, "Largest context window; word2vec draws 1..window per center.", minimum=1)
+    negative: int = option(
+        5, "Negative samples per positive pair, drawn proportionally to count^0.75.", minimum=1
+    )
+    epochs: int = option(5, "Passes over the walks.", minimum=1)
+    subsample: float = option(1e-3, "Frequent-item subsampling threshold t (0 = off).", minimum=0)
+    learning_rate: float = option(
+        0.025, "Initial learning rate, decaying linearly to 1e-4 of it.", exclusive_minimum=0
+    )
+    batch_size: int = option(1024, "Pairs per SGD batch and rank.", minimum=1)
+    sync_every: int = option(50, "Batches between the ranks' model averaging (allreduce).", minimum=1)
+    seed: int = option(42, "Random seed.")
 
 
 def keep_probabilities(counts: np.ndarray, subsample: float) -> np.ndarray:

@@ -27,19 +27,44 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from recsys_spark.catalog import WALK_METHODS
+from recsys_spark.config import option
+
 WALK_SCHEMA = "walk_id long, method string, items array<string>"
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-@dataclass(frozen=True)
+@dataclass
 class WalkParams:
-    method: str = "deepwalk"
-    num_walks: int = 10
-    walk_length: int = 40
-    p: float = 1.0
-    q: float = 1.0
-    seed: int = 42
-    max_rounds: int = 1000
+    """The walks' parameters, defaults and help in one place (`WalksConfig` is built on them)."""
+
+    method: str = option(
+        "deepwalk",
+        "deepwalk (first-order) or node2vec (second-order, p and q).",
+        choices=list(WALK_METHODS),
+    )
+    num_walks: int = option(10, "Walks started from every node.", minimum=1)
+    walk_length: int = option(
+        40, "Nodes per walk at most (walks stop early at nodes without out-edges).", minimum=1
+    )
+    p: float = option(
+        1.0,
+        "Node2vec return parameter: weight 1/p for stepping back to the previous node.",
+        exclusive_minimum=0,
+    )
+    # One default for every entry point (walks, run-daily, the DAG): 0.5, i.e. outward, DFS-like walks
+    # that reach an item's wider neighbourhood. With p = q = 1 node2vec equals DeepWalk, so a default
+    # of 1 would make `--method node2vec` silently a second, slower DeepWalk.
+    q: float = option(
+        0.5,
+        "Node2vec in-out parameter: weight 1/q for moving away from the previous node (< 1: outward, "
+        "DFS-like; the default 0.5 because q = p = 1 is plain DeepWalk).",
+        exclusive_minimum=0,
+    )
+    seed: int = option(42, "Random seed; the same seed gives the same walks on any number of partitions.")
+    max_rounds: int = option(
+        1000, "Node2vec rejection-sampling rounds per step before a walk gives up (an error).", minimum=1
+    )
 
 
 # -- counter-based random numbers ------------------------------------------------------------------
@@ -212,7 +237,7 @@ def random_walks(graph, params: WalkParams, scratch_uri: str, partitions: int | 
     """
     from pyspark.sql import functions as F
 
-    if params.method not in ("deepwalk", "node2vec"):
+    if params.method not in WALK_METHODS:
         raise ValueError(f"unknown walk method {params.method!r}")
     if params.num_walks < 1 or params.walk_length < 1 or params.p <= 0 or params.q <= 0:
         raise ValueError("num_walks and walk_length must be >= 1, p and q > 0")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from recsys_spark.catalog import EXIT_FAILED, EXIT_OK
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.quality import suites as S
@@ -35,7 +36,6 @@ from recsys_spark.quality.reports import (
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED = 0, 1
 SITE_NAME = "quality"
 
 

@@ -16,9 +16,10 @@ from pyspark.sql import functions as F
 
 from recsys_spark.similarity.interactions import filtered_interactions
 from recsys_spark.similarity.pairs import blocked_pairs
+from recsys_spark.similarity.params import SimilarityParams
 
 
-def itemcf_similarity(interactions: DataFrame, cfg) -> DataFrame:
+def itemcf_similarity(interactions: DataFrame, cfg: SimilarityParams) -> DataFrame:
     """Unordered item pairs `(item_id, sim_item_id, score)` with item_id < sim_item_id and score > 0.
 
     `interactions` is `interest_weights(...)`; `cfg` supplies max_user_items, max_users_per_item,

@@ -10,51 +10,36 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from recsys_spark.config import DatedConfig, option
+from recsys_spark.catalog import SIMILARITY_TABLES
+from recsys_spark.config import DatedConfig, option, params_of
 from recsys_spark.events import interest_weights
 from recsys_spark.similarity.itemcf import itemcf_similarity
+from recsys_spark.similarity.params import SimilarityParams
 from recsys_spark.similarity.swing import swing_similarity
 from recsys_spark.similarity.topk import both_directions, top_k
 from recsys_spark.similarity.usercf import usercf_similarity
 
 ALGOS = {
-    "itemcf": (itemcf_similarity, "itemcf_sim", "item_id", "sim_item_id"),
-    "swing": (swing_similarity, "swing_sim", "item_id", "sim_item_id"),
-    "usercf": (usercf_similarity, "usercf_sim", "user_id", "sim_user_id"),
+    "itemcf": (itemcf_similarity, SIMILARITY_TABLES["itemcf"], "item_id", "sim_item_id"),
+    "swing": (swing_similarity, SIMILARITY_TABLES["swing"], "item_id", "sim_item_id"),
+    "usercf": (usercf_similarity, SIMILARITY_TABLES["usercf"], "user_id", "sim_user_id"),
 }
 
 
 @dataclass
-class SimilarityConfig(DatedConfig):
+class SimilarityConfig(SimilarityParams, DatedConfig):
     """Interest weights r_ui come from events in the window ending at --date (click 1, like 2,
     comment 2, share 3, follow 3, purchase 4, impression 0). See docs/similarity.md for the formulas."""
 
     algo: str = option("swing", "Similarity to compute.", choices=list(ALGOS))
-    top_k: int = option(100, "Neighbours kept per item (per user for usercf).")
     window_days: int = option(0, "Days of events ending at --date to use; 0 = all history up to --date.")
-    alpha1: float = option(15.0, "Swing: w_u = (alpha1 + |I_u|)^(-beta).")
-    alpha2: float = option(0.0, "Swing: smoothing added to |I_u ∩ I_v| in the denominator.")
-    beta: float = option(0.3, "Swing: exponent of the user activity weight.")
-    max_users_per_item: int = option(
-        1000, "All algos: an item pairs only its this many most recent users (latest ts, then user_id)."
-    )
-    min_user_items: int = option(2, "Swing: ignore users with fewer items than this.")
-    max_user_items: int = option(1000, "All algos: ignore users with more items than this (bots).")
-    block_size: int = option(
-        256,
-        "Skew guard: lists longer than this are paired block by block on separate tasks "
-        "(at most size² pairs each).",
-    )
-    pair_partitions: int = option(
-        0, "Partitions the pairing step spreads (blocks of) lists over; 0 = spark.sql.shuffle.partitions."
-    )
 
 
 def similarity_table(events, cfg: SimilarityConfig):
     """The top-K DataFrame of `cfg.algo` from raw events (what `run` writes)."""
     compute, _, id_col, other_col = ALGOS[cfg.algo]
     interactions = interest_weights(events, cfg.date, cfg.window_days)
-    pairs = compute(interactions, cfg)
+    pairs = compute(interactions, params_of(cfg, SimilarityParams))
     return top_k(both_directions(pairs, id_col, other_col, id_col, other_col), id_col, other_col, cfg.top_k)
 
 

@@ -23,9 +23,10 @@ from pyspark.sql import functions as F
 
 from recsys_spark.similarity.interactions import filtered_interactions
 from recsys_spark.similarity.pairs import blocked_pairs, exact_sum, exact_value
+from recsys_spark.similarity.params import SimilarityParams
 
 
-def swing_similarity(interactions: DataFrame, cfg) -> DataFrame:
+def swing_similarity(interactions: DataFrame, cfg: SimilarityParams) -> DataFrame:
     """Unordered item pairs `(item_id, sim_item_id, score)` with item_id < sim_item_id and score > 0.
 
     `cfg` supplies alpha1, alpha2, beta, min_user_items, max_user_items, max_users_per_item,

@@ -16,9 +16,10 @@ from pyspark.sql import functions as F
 
 from recsys_spark.similarity.interactions import filtered_interactions
 from recsys_spark.similarity.pairs import blocked_pairs, exact_sum, exact_value
+from recsys_spark.similarity.params import SimilarityParams
 
 
-def usercf_similarity(interactions: DataFrame, cfg) -> DataFrame:
+def usercf_similarity(interactions: DataFrame, cfg: SimilarityParams) -> DataFrame:
     """Unordered user pairs `(user_id, sim_user_id, score)` with user_id < sim_user_id and score > 0."""
     kept = filtered_interactions(interactions, 1, cfg.max_user_items, cfg.max_users_per_item)
     per_item = kept.groupBy("item_id").agg(

@@ -36,6 +36,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recsys_spark.catalog import EXIT_FAILED, FAILED, HEARTBEAT_PATH, MODELS, RUNNING, STARTING, STOPPED
 from recsys_spark.config import CommonConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.lake.commit import write_atomically
@@ -49,7 +50,6 @@ from recsys_spark.streaming.incremental import (
 
 log = logging.getLogger(__name__)
 
-MODELS = ["two_tower", "ranker"]
 # The file source's own schema for binaryFile; `content` is never selected, so never read.
 BINARY_FILE_SCHEMA = T.StructType(
     [
@@ -103,7 +103,7 @@ class StreamConfig(CommonConfig):
         [],
         "After each batch with new events, run `train --mode incremental --launcher local` of these models "
         "in this process (the Airflow DAG normally does it).",
-        choices=MODELS,
+        choices=list(MODELS),
     )
 
 
@@ -147,7 +147,7 @@ class Heartbeat:
 
     def __init__(self, lake, trigger: str):
         self.lake = lake
-        self.path = lake.path("_checkpoints", "stream", "heartbeat.json")
+        self.path = lake.path(*HEARTBEAT_PATH)
         self.lock = threading.Lock()
         self.state: dict = {
             "updated_at": None,
@@ -157,7 +157,7 @@ class Heartbeat:
             "last_batch_at": None,
             "started_at": utc_now().isoformat(),
             "trigger": trigger,
-            "state": "starting",
+            "state": STARTING,
             "query_id": None,
         }
 
@@ -398,7 +398,7 @@ class BatchProcessor:
                 batches=len(self.results),
                 last_batch_id=result.batch_id,
                 last_batch_at=utc_now().isoformat(),
-                state="running",
+                state=RUNNING,
             )
 
     def update_models(self, day: dt.date) -> None:
@@ -475,7 +475,7 @@ def run(cfg: StreamConfig, spark: SparkSession, lake) -> int:
             heartbeat = Heartbeat(lake, trigger)
             processor = BatchProcessor(cfg, spark, lake, heartbeat)
             query = start_query(cfg, spark, lake, processor)
-            heartbeat.beat(state="running", query_id=str(query.id))
+            heartbeat.beat(state=RUNNING, query_id=str(query.id))
             log.info(
                 "stream: query %s watching %s (%s), checkpoint %s",
                 query.id,
@@ -495,9 +495,9 @@ def run(cfg: StreamConfig, spark: SparkSession, lake) -> int:
                         last_beat = time.time()
             except Exception as exc:  # StreamingQueryException: a batch failed for a non-file reason
                 log.error("stream: query failed: %s", exc)
-                heartbeat.beat(state="failed")
-                return 1
-            heartbeat.beat(state="stopped")
+                heartbeat.beat(state=FAILED)
+                return EXIT_FAILED
+            heartbeat.beat(state=STOPPED)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

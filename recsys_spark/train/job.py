@@ -14,6 +14,7 @@ read the store through Petastorm and are started by `distributed.py` (Horovod by
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from recsys_spark.catalog import LAUNCHERS, MODELS
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE, features_day, item_features
@@ -39,36 +41,46 @@ class TrainConfig(DatedConfig):
     """Trains on recall_samples (two_tower) or rank_samples (ranker) of --date and publishes the model
     under <lake>/_models/<model>/ (LATEST.json points at the serving version)."""
 
-    model: str = option("two_tower", "Model to train.", choices=["two_tower", "ranker"])
+    model: str = option("two_tower", "Model to train.", choices=list(MODELS))
     mode: str = option(
         "full",
         "full: warm start + one pass over the day; incremental: ID embeddings on events since the last update.",
         choices=["full", "incremental"],
     )
-    np: int = option(1, "Training processes (data-parallel ranks).")
+    np: int = option(1, "Training processes (data-parallel ranks).", minimum=1)
     launcher: str = option(
         "horovod",
         "horovod (Gloo), torch (TorchDistributor), or local (one process, no launcher).",
-        choices=["horovod", "torch", "local"],
+        choices=list(LAUNCHERS),
     )
-    epochs: int = option(1, "Passes over the training data (the daily full update makes one).")
-    batch_size: int = option(256, "Rows per step and rank.")
-    learning_rate: float = option(0.005, "Adam learning rate.")
-    embedding_dim: int = option(32, "Size of the id embeddings (two_tower id_dim, ranker emb_dim).")
-    out_dim: int = option(32, "Two-tower output vector size.")
-    temperature: float = option(0.05, "Two-tower softmax temperature.")
+    epochs: int = option(1, "Passes over the training data (the daily full update makes one).", minimum=1)
+    batch_size: int = option(256, "Rows per step and rank.", minimum=1)
+    learning_rate: float = option(0.005, "Adam learning rate.", exclusive_minimum=0)
+    dim: int = option(
+        32,
+        "Size of the id embeddings (two_tower id_dim, ranker emb_dim).",
+        minimum=1,
+        aliases=["embedding_dim"],
+    )
+    out_dim: int = option(32, "Two-tower output vector size.", minimum=1)
+    temperature: float = option(0.05, "Two-tower softmax temperature.", exclusive_minimum=0)
     tasks: list[str] = option(["click", "like"], "Ranker tasks (labels of rank_samples).")
-    hist_len: int = option(20, "Behaviour-sequence length fed to the models.")
+    # The same name as samples/evaluate --history-length (the N of the last-N clicks); --hist-len was its old name.
+    history_length: int = option(
+        20, "Behaviour-sequence length fed to the models.", minimum=1, aliases=["hist_len"]
+    )
     warm_start: bool = option(True, "Full mode: start from the newest full version of an earlier day.")
-    keep_versions: int = option(7, "Full versions (and their item_vectors) kept; older ones are deleted.")
+    keep_versions: int = option(
+        7, "Full versions (and their item_vectors) kept; older ones are deleted.", minimum=1
+    )
     files: int = option(0, "Parquet files of the training store (0 = 4 per rank, at least 8).")
     seed: int = option(42, "Random seed (initialisation, shuffling).")
 
 
 def validate(cfg: TrainConfig) -> None:
-    for name in ("np", "epochs", "batch_size", "embedding_dim", "out_dim", "hist_len", "keep_versions"):
-        if getattr(cfg, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+    for f in dataclasses.fields(cfg):  # the bounds the DAG params carry too
+        if "minimum" in f.metadata and getattr(cfg, f.name) < f.metadata["minimum"]:
+            raise UsageError(f"--{f.name.replace('_', '-')} must be >= {f.metadata['minimum']}")
     if cfg.learning_rate <= 0 or cfg.temperature <= 0:
         raise UsageError("--learning-rate and --temperature must be > 0")
     unknown = set(cfg.tasks) - {"click", "like", "share", "comment", "follow", "purchase"}
@@ -78,8 +90,8 @@ def validate(cfg: TrainConfig) -> None:
 
 def _hyper(cfg: TrainConfig) -> dict:
     if cfg.model == "two_tower":
-        return {"id_dim": cfg.embedding_dim, "out_dim": cfg.out_dim, "temperature": cfg.temperature}
-    return {"emb_dim": cfg.embedding_dim, "tasks": tuple(cfg.tasks)}
+        return {"id_dim": cfg.dim, "out_dim": cfg.out_dim, "temperature": cfg.temperature}
+    return {"emb_dim": cfg.dim, "tasks": tuple(cfg.tasks)}
 
 
 def _vocabularies(spark, lake, samples: DataFrame, base_url: str | None) -> dict[str, DataFrame]:
@@ -120,7 +132,7 @@ def prepare_training(
     sizes_by_field = write_vocabs(_vocabularies(spark, lake, samples, base_url), f"{staging}/vocab")
     vocabs = read_vocabs(spark, f"{staging}/vocab")
     store, items_url, freq_url = f"{scratch}/store", f"{scratch}/items", f"{scratch}/freq"
-    encoded = encode_samples(samples, vocabs, cfg.model, cfg.hist_len)
+    encoded = encode_samples(samples, vocabs, cfg.model, cfg.history_length)
     rows = write_store(encoded, store, cfg.files or max(8, 4 * cfg.np), cfg.seed)
     feats = item_features(lake.read("items"), stats_of(lake, "item_stats", features_day(day)), day)
     item_table(feats, vocabs).coalesce(1).write.parquet(items_url)
@@ -135,7 +147,7 @@ def prepare_training(
         "n_regions": sizes_by_field["region"],
         "user_dense_dim": len(USER_DENSE),
         "item_dense_dim": len(ITEM_DENSE),
-        "hist_len": cfg.hist_len,
+        "hist_len": cfg.history_length,
     }
     log.info(
         "train %s %s: %d rows, vocabularies %s, %d rank(s) via %s",
@@ -292,7 +304,9 @@ def run_incremental(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
         return 0
     # Hard negatives from Swing when the daily run has built it; the update must not wait for it.
     channel = "swing" if lake.exists("swing_sim") else "none"
-    samples_cfg = SamplesConfig(date=cfg.date, history_length=cfg.hist_len, hard_negative_channel=channel)
+    samples_cfg = SamplesConfig(
+        date=cfg.date, history_length=cfg.history_length, hard_negative_channel=channel
+    )
     recall, rank = build_samples(lake, cfg.date, samples_cfg, period_events=period)
     samples = recall if cfg.model == "two_tower" else rank
     seq = 1 + sum(1 for v in registry.versions(INCREMENTAL) if v.startswith(f"inc-{cfg.date}-"))
