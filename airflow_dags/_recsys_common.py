@@ -38,6 +38,7 @@ DEFAULT_HOME = Path(__file__).resolve().parent.parent
 PUBLISH_POOL = "recsys_publish"  # 1 slot: model registry writes and publishes never overlap
 
 EXIT_USAGE = 2  # our CLI: bad arguments or a missing input; a retry cannot help
+GATE_STOPPED = "stopped by a quality gate"  # the CLI's last line when a gate blocked a commit (exit 1)
 
 # Logical names of what the daily run publishes; a downstream DAG schedules on them.
 TABLES = (
@@ -284,7 +285,9 @@ class SparkJobOperator(BaseOperator):
         if result.exit_code == 0:
             return
         message = f"recsys-spark {self.job} exited with {result.exit_code}: {result.output}"
-        if result.exit_code in self.fail_fast_codes:
+        # A quality gate refused the job's output (nothing committed): the same data fails again.
+        gated = result.exit_code == 1 and GATE_STOPPED in (result.output or "")
+        if result.exit_code in self.fail_fast_codes or gated:
             raise AirflowFailException(message + " (not retried: the same inputs give the same answer)")
         raise AirflowException(message)
 

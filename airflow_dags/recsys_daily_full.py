@@ -3,6 +3,10 @@
 validate inputs -> stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
 -> embeddings -> samples -> train (two_tower, ranker) -> evaluate -> validate outputs -> publish
 
+Each job task validates every table it writes before its Delta commit (`--gate`, the `gate` param, on
+by default): a table that fails a critical expectation stays at its previous version and the task
+fails, so nothing after it runs on unvalidated data; `validate outputs` re-checks the whole day.
+
 The run for logical date D processes day D (a data-interval timetable: it starts once D is over), the
 same work as `recsys-spark run-daily --date D`. Publish writes `<lake>/_reports/published/D.json` and
 emits the published tables and models as Assets; it is reached only when every task before it
@@ -39,6 +43,9 @@ from airflow.sdk import DAG, Param, TaskGroup, chain
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DATE = "--date {{ ds }}"
+# Every job task that writes a table validates it before its Delta commit (`--gate`, docs/quality.md),
+# so what a task commits has passed its critical checks; validate_outputs re-checks the whole day.
+GATED = DATE + " --gate {{ params.gate }}"
 
 params = {
     **common_params(),
@@ -53,6 +60,11 @@ params = {
     "train_epochs": Param(1, type="integer", minimum=1, description="Passes of the full model update."),
     "train_batch_size": Param(256, type="integer", minimum=1, description="Rows per step and rank."),
     "train_learning_rate": Param(0.005, type="number", description="Adam learning rate of the models."),
+    "gate": Param(
+        True,
+        type="boolean",
+        description="Each job validates its tables' critical expectations before committing them.",
+    ),
     "skip": Param(
         [],
         type="array",
@@ -95,17 +107,17 @@ with DAG(
         "validate_inputs", "validate_inputs", "Great Expectations suites of the inputs, one task per table"
     )
 
-    stats = SparkJobOperator(task_id="stats", job="stats", job_args=DATE)
+    stats = SparkJobOperator(task_id="stats", job="stats", job_args=GATED)
 
     with TaskGroup("similarity", tooltip="ItemCF, Swing and UserCF in parallel") as similarity:
         for algo in SIMILARITY_ALGOS:
             SparkJobOperator(
                 task_id=algo,
                 job="similarity",
-                job_args=f"{DATE} --algo {algo} --top-k {{{{ params.top_k }}}}",
+                job_args=f"{GATED} --algo {algo} --top-k {{{{ params.top_k }}}}",
             )
 
-    graph = SparkJobOperator(task_id="graph", job="graph", job_args=DATE)
+    graph = SparkJobOperator(task_id="graph", job="graph", job_args=GATED)
 
     with TaskGroup("walks", tooltip="DeepWalk and Node2vec walks") as walks:
         for method in WALK_METHODS:
@@ -113,7 +125,7 @@ with DAG(
             SparkJobOperator(
                 task_id=method,
                 job="walks",
-                job_args=f"{DATE} --method {method} --num-walks {{{{ params.num_walks }}}} "
+                job_args=f"{GATED} --method {method} --num-walks {{{{ params.num_walks }}}} "
                 f"--walk-length {{{{ params.walk_length }}}}{node2vec}",
             )
 
@@ -122,18 +134,18 @@ with DAG(
             SparkJobOperator(
                 task_id=method,
                 job="embed",
-                job_args=f"{DATE} --method {method} --dim {{{{ params.dim }}}} --epochs {{{{ params.epochs }}}} "
+                job_args=f"{GATED} --method {method} --dim {{{{ params.dim }}}} --epochs {{{{ params.epochs }}}} "
                 "--np {{ params.np }} --launcher {{ params.launcher }}",
             )
 
-    samples = SparkJobOperator(task_id="samples", job="samples", job_args=DATE)
+    samples = SparkJobOperator(task_id="samples", job="samples", job_args=GATED)
 
     with TaskGroup("train", tooltip="Full model updates, warm-started from the day before") as train:
         for model in MODELS:
             SparkJobOperator(
                 task_id=model,
                 job="train",
-                job_args=f"{DATE} --model {model} --mode full --np {{{{ params.np }}}} "
+                job_args=f"{GATED} --model {model} --mode full --np {{{{ params.np }}}} "
                 "--launcher {{ params.launcher }} --epochs {{ params.train_epochs }} "
                 "--batch-size {{ params.train_batch_size }} --learning-rate {{ params.train_learning_rate }}",
                 # The model registry has one writer at a time, shared with the incremental DAG.

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from recsys_spark.config import DatedConfig, option
+from recsys_spark.config import DatedConfig, GatedConfig, option
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ WALK_METHODS = ("deepwalk", "node2vec")
 
 
 @dataclass
-class DailyConfig(DatedConfig):
+class DailyConfig(GatedConfig):
     """Runs, in order: stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
     -> embeddings (deepwalk, node2vec) -> samples -> full training (two_tower, ranker) -> evaluate
     (--date against what was built before it: the previous day's tables and models)."""
@@ -42,9 +42,6 @@ class DailyConfig(DatedConfig):
     )
     train_epochs: int = option(1, "Passes over the day's samples in the full model update.")
     train_batch_size: int = option(256, "Rows per step and rank of the model training.")
-    gate: bool = option(
-        True, "Validate each table's critical expectations before publishing it (docs/quality.md)."
-    )
     train_learning_rate: float = option(0.005, "Adam learning rate of the model training.")
 
 

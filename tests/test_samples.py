@@ -198,7 +198,7 @@ def lake_a(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, ev_a: 
     lake = write_lake(spark, root, ev_a)
     assert run("stats", "--lake", root, "--date", str(PREV), spark=spark) == 0
     sim = spark.createDataFrame(make_sim(), "item_id string, sim_item_id string, score double, rank int")
-    lake.overwrite("swing_sim", sim)
+    lake.overwrite("swing_sim", sim, metadata={"date": str(PREV)})  # built the day before D
     assert run("samples", "--lake", root, "--date", str(PREV), spark=spark) == 0
     assert run("samples", "--lake", root, "--date", str(D), spark=spark) == 0
     return lake

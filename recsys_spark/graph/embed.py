@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.config import DatedConfig, option
+from recsys_spark.config import GatedConfig, option
 from recsys_spark.graph.sgns import SgnsParams, train_sgns
 from recsys_spark.graph.walks import scratch_dir
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EmbedConfig(DatedConfig):
+class EmbedConfig(GatedConfig):
     """Skip-gram item vectors from the walks of one method; replaces that method's item_embeddings."""
 
     method: str | None = option(

@@ -10,7 +10,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from recsys_spark.config import DatedConfig, option
+from recsys_spark.config import GatedConfig, option
 from recsys_spark.similarity.interactions import interest_weights
 from recsys_spark.similarity.itemcf import itemcf_similarity
 from recsys_spark.similarity.swing import swing_similarity
@@ -25,7 +25,7 @@ ALGOS = {
 
 
 @dataclass
-class SimilarityConfig(DatedConfig):
+class SimilarityConfig(GatedConfig):
     """Interest weights r_ui come from events in the window ending at --date (click 1, like 2,
     comment 2, share 3, follow 3, purchase 4, impression 0). See docs/similarity.md for the formulas."""
 
@@ -64,9 +64,8 @@ def run(cfg: SimilarityConfig, spark, lake) -> int:
     table = ALGOS[cfg.algo][1]
     started = time.time()
     result = similarity_table(lake.read("events"), cfg)
-    options = {
-        k: v for k, v in asdict(cfg).items() if k not in ("lake", "master", "engine", "log_level", "date")
-    }
+    skipped = ("lake", "master", "engine", "log_level", "date", "gate")  # where and how, not what
+    options = {k: v for k, v in asdict(cfg).items() if k not in skipped}
     version = lake.overwrite(
         table, result, metadata={"date": str(cfg.date), "algo": cfg.algo, "options": json.dumps(options)}
     )

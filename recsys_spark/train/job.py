@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recsys_spark.config import DatedConfig, option
+from recsys_spark.config import GatedConfig, option
 from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE, features_day, item_features
 from recsys_spark.samples.job import SamplesConfig, build_samples, stats_of
 from recsys_spark.train.registry import FULL, INCREMENTAL, Registry
@@ -34,7 +34,7 @@ SAMPLES_TABLE = {"two_tower": "recall_samples", "ranker": "rank_samples"}
 
 
 @dataclass
-class TrainConfig(DatedConfig):
+class TrainConfig(GatedConfig):
     """Trains on recall_samples (two_tower) or rank_samples (ranker) of --date and publishes the model
     under <lake>/_models/<model>/ (LATEST.json points at the serving version)."""
 
