@@ -60,6 +60,7 @@ def load_catalog():
 catalog = load_catalog()
 EXIT_FAILED, EXIT_USAGE = catalog.EXIT_FAILED, catalog.EXIT_USAGE
 MODELS, WALK_METHODS, SIMILARITY_ALGOS = catalog.MODELS, catalog.WALK_METHODS, catalog.SIMILARITY_ALGOS
+GATE_STOPPED = "stopped by a quality gate"  # the CLI's last line when a gate blocked a commit (exit 1)
 
 # Logical names of what the daily run publishes; a downstream DAG schedules on them.
 TABLES = catalog.PUBLISHED_TABLES
@@ -306,7 +307,9 @@ class SparkJobOperator(BaseOperator):
         if result.exit_code == 0:
             return
         message = f"recsys-spark {self.job} exited with {result.exit_code}: {result.output}"
-        if result.exit_code in self.fail_fast_codes:
+        # A quality gate refused the job's output (nothing committed): the same data fails again.
+        gated = result.exit_code == 1 and GATE_STOPPED in (result.output or "")
+        if result.exit_code in self.fail_fast_codes or gated:
             raise AirflowFailException(message + " (not retried: the same inputs give the same answer)")
         raise AirflowException(message)
 

@@ -3,6 +3,10 @@
 validate inputs -> stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
 -> embeddings -> samples -> train (two_tower, ranker) -> evaluate -> validate outputs -> publish
 
+Each job task validates every table it writes before its Delta commit (`--gate`, the `gate` param, on
+by default): a table that fails a critical expectation stays at its previous version and the task
+fails, so nothing after it runs on unvalidated data; `validate outputs` re-checks the whole day.
+
 The run for logical date D processes day D (a data-interval timetable: it starts once D is over), the
 same work as `recsys-spark run-daily --date D`. Publish writes `<lake>/_reports/published/D.json` and
 emits the published tables and models as Assets; it is reached only when every task before it
@@ -40,6 +44,9 @@ from airflow.sdk import DAG, Param, TaskGroup, chain
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 DATE = "--date {{ ds }}"
+# Every job task that writes a table validates it before its Delta commit (`--gate {{ params.gate }}`,
+# routed like every forwarded option, docs/quality.md), so what a task commits has passed its critical
+# checks; validate_outputs re-checks the whole day.
 
 params = {
     **common_params(),

@@ -89,6 +89,7 @@ def main(argv: Sequence[str] | None = None, spark=None) -> int:
     run = getattr(importlib.import_module(module_name), run_name)
 
     from recsys_spark.lake.delta import Lake
+    from recsys_spark.quality.gate import QualityGateError, enable_gates
     from recsys_spark.session import spark_session
 
     started = time.time()
@@ -102,6 +103,10 @@ def main(argv: Sequence[str] | None = None, spark=None) -> int:
             if config.date is None:
                 raise UsageError(f"--date not given and lake {lake.root} has no events to take it from")
             log.info("%s: --date defaults to the latest day in events: %s", job, config.date)
+        if getattr(config, "gate", False):
+            # Every table this job writes passes its critical suite before the Delta commit, or stays
+            # at its previous version: a job alone (Airflow task, spark-submit) publishes what run-daily would.
+            enable_gates(lake, config.date)
         log.info("%s: starting (lake %s, engine %s)", job, lake.root, lake.engine)
         code = run(config, spark, lake)
         log.info("%s: finished with exit code %s in %.1fs", job, code, time.time() - started)
@@ -112,6 +117,9 @@ def main(argv: Sequence[str] | None = None, spark=None) -> int:
     except FileNotFoundError as exc:
         print(f"recsys-spark {job}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except QualityGateError as exc:
+        print(f"recsys-spark {job}: stopped by a quality gate: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception:
         log.exception("%s: failed after %.1fs; published tables are unchanged", job, time.time() - started)
         return EXIT_FAILED

@@ -73,6 +73,17 @@ class DatedConfig(CommonConfig):
     date: dt.date | None = option(None, "Day to compute (YYYY-MM-DD); default the latest day in events.")
 
 
+@dataclass
+class GatedConfig(DatedConfig):
+    """Options of dated jobs that write tables: `--gate` (on by default) validates each table before its
+    Delta commit. `cli.main` installs the gate once for every such job (quality/gate.py), so a job run
+    alone, by `spark-submit` or by an Airflow task, commits only data that passed, as `run-daily` does."""
+
+    gate: bool = option(
+        True, "Validate each table's critical expectations before publishing it (docs/quality.md)."
+    )
+
+
 def _base_type(tp: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):

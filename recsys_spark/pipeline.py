@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from recsys_spark import catalog
-from recsys_spark.config import DatedConfig, field_default, option, same_as
+from recsys_spark.config import DatedConfig, GatedConfig, field_default, option, same_as
 from recsys_spark.errors import UsageError
 from recsys_spark.graph.embed import EmbedConfig
 from recsys_spark.graph.job import WalksConfig
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class DailyConfig(DatedConfig):
+class DailyConfig(GatedConfig):
     """Runs, in order: stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
     -> embeddings (deepwalk, node2vec) -> samples -> full training (two_tower, ranker) -> evaluate
     (--date against what was built before it: the previous day's tables and models)."""
@@ -57,8 +57,11 @@ class DailyConfig(DatedConfig):
         "train", TrainConfig, "epochs", "Passes over the day's samples in the full model update."
     )
     train_batch_size: int = same_as("train", TrainConfig, "batch_size")
-    gate: bool = option(
-        True, "Validate each table's critical expectations before publishing it (docs/quality.md)."
+    gate: bool = same_as(
+        "stats",
+        GatedConfig,
+        "gate",
+        "Each job validates its tables' critical expectations before committing them.",
     )
     train_learning_rate: float = same_as("train", TrainConfig, "learning_rate")
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from recsys_spark.config import DatedConfig, option
+from recsys_spark.config import GatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.lake.tables import EVENT_TYPES, table_schema
 
@@ -40,7 +40,7 @@ DAILY_COUNTS = "daily_counts"
 
 
 @dataclass
-class StatsConfig(DatedConfig):
+class StatsConfig(GatedConfig):
     """Writes daily_counts for --date (backfilling missing days of the longest window), then user_stats
     and item_stats for --date rolled up from daily_counts. Re-running a date replaces that date."""
 

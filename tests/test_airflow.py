@@ -211,6 +211,7 @@ DESCRIBE = textwrap.dedent(
                     "timeout": t.execution_timeout.total_seconds() if t.execution_timeout else None,
                     "trigger_rule": str(t.trigger_rule.value if hasattr(t.trigger_rule, "value") else t.trigger_rule),
                     "outlets": sorted(getattr(o, "uri", str(o)) for o in t.outlets),
+                    "job_args": getattr(t, "job_args", None),
                 }
                 for t in dag.tasks
             },
@@ -300,10 +301,13 @@ def test_daily_dag_tasks_and_dependencies(described):
     from recsys_spark.config import DatedConfig
     from recsys_spark.pipeline import DailyConfig
 
-    # Except `gate`: run-daily gates writes in-process; the separate jobs of the DAG have no such switch
-    # (yet), so the DAG checks with its validate tasks and publish refuses a day with a failed summary.
-    run_daily = set(DailyConfig.__dataclass_fields__) - set(DatedConfig.__dataclass_fields__) - {"gate"}
+    # `gate` too: every job task gates its own writes before committing them, as run-daily does.
+    run_daily = set(DailyConfig.__dataclass_fields__) - set(DatedConfig.__dataclass_fields__)
     assert run_daily <= set(dag["params"])
+    writers = {"stats", "similarity", "graph", "walks", "embeddings", "samples", "train"}
+    for task_id, task in tasks.items():
+        if task_id.split(".", 1)[0] in writers:
+            assert "--gate {{ params.gate }}" in task["job_args"], task_id
 
 
 def test_incremental_dag_shape(described):

@@ -276,3 +276,41 @@ def test_daily_pipeline_gate_stops_bad_events_at_the_first_table_they_would_pois
     assert "The table was not created" in message
     assert not bypassed.exists("daily_counts")
     assert not any(p.name.endswith(".parquet") for p in Path(bypassed.uri("daily_counts")).rglob("*"))
+
+
+# -- a job run alone (an Airflow task, spark-submit) gates its own writes ------------------------------
+def test_a_job_alone_validates_each_table_before_its_commit(spark, tmp_path, capsys):
+    """`stats` by itself (no run-daily): bad events for day 2 make daily_counts fail a critical check;
+    the job exits 1, says a gate stopped it, and every table stays at its version; `--gate false` commits."""
+    root = str(tmp_path / "lake")
+    lake = Lake(spark, root)
+    schema = "user_id string, item_id string, event string, ts timestamp, session_id string, dwell_ms long"
+    good_day, bad_day = dt.date(2024, 3, 4), dt.date(2024, 3, 5)
+
+    def events(rows):
+        return spark.createDataFrame(rows, schema).withColumn("dt", F.to_date("ts"))
+
+    t = dt.datetime(2024, 3, 4, 10)
+    good = [
+        (f"u{k % 3}", f"i{k % 4}", e, t + dt.timedelta(minutes=k), f"s{k}", None)
+        for k in range(12)
+        for e in ("impression", "click")
+    ]
+    lake.append("events", events(good))
+    assert cli.main(["stats", "--lake", root, "--date", str(good_day)], spark=spark) == 0
+    tables = ("daily_counts", "user_stats", "item_stats")
+    versions = {table: lake.version(table) for table in tables}
+    assert None not in versions.values()
+    capsys.readouterr()
+    bad = [("u1", "i1", "click", dt.datetime(2024, 3, 5, 10), "s9", -300)]  # negative dwell: negative_count
+    lake.append("events", events(bad))
+    assert cli.main(["stats", "--lake", root, "--date", str(bad_day)], spark=spark) == 1
+    err = capsys.readouterr().err
+    assert "recsys-spark stats: stopped by a quality gate" in err
+    assert "quality gate blocked publishing daily_counts" in err and "negative_count" in err
+    assert {table: lake.version(table) for table in tables} == versions
+    assert lake.read("daily_counts").filter(F.col("dt") == F.lit(bad_day)).count() == 0
+    # The gate is what stopped it: without it the same job commits.
+    assert cli.main(["stats", "--lake", root, "--date", str(bad_day), "--gate", "false"], spark=spark) == 0
+    assert lake.version("daily_counts") > versions["daily_counts"]
+    assert lake.read("daily_counts").filter(F.col("dt") == F.lit(bad_day)).count() > 0

@@ -198,7 +198,7 @@ def lake_a(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, ev_a: 
     lake = write_lake(spark, root, ev_a)
     assert run("stats", "--lake", root, "--date", str(PREV), spark=spark) == 0
     sim = spark.createDataFrame(make_sim(), "item_id string, sim_item_id string, score double, rank int")
-    lake.overwrite("swing_sim", sim)
+    lake.overwrite("swing_sim", sim, metadata={"date": str(PREV)})  # built the day before D
     assert run("samples", "--lake", root, "--date", str(PREV), spark=spark) == 0
     assert run("samples", "--lake", root, "--date", str(D), spark=spark) == 0
     return lake
@@ -811,3 +811,58 @@ def test_docs_list_every_option() -> None:
     assert [f for f in flags if f"`{f}`" not in doc] == []
     for name in (*USER_DENSE, *ITEM_DENSE):
         assert f"`{name}`" in doc, name
+
+
+# -- 10. every input as of D-1 (Delta time travel), for the daily job and the incremental update ------
+def _recall_snapshot(lake: Lake, table: str, day: dt.date, users: set[str]) -> list[tuple]:
+    rows = [r for r in rows_of(lake, table, day) if r.user_id in users]
+    return sorted(tuple(tuple(v) if isinstance(v, list) else v for v in r) for r in rows)
+
+
+def test_samples_read_similarities_and_statistics_as_of_the_day_before(
+    spark: SparkSession, tmp_path: Path, ev_a: list[Ev]
+) -> None:
+    """run-daily builds swing_sim of D (with D's events) before the samples of D: they must not see it.
+
+    Day D's events change (new users co-click three items of different clusters, which reshapes Swing's
+    lists) and D's statistics and swing_sim are rebuilt; the samples of the users who were there before
+    must not move, neither features nor hard negatives."""
+    root = str(tmp_path / "lake")
+    lake = write_lake(spark, root, ev_a)
+    for day in (PREV, D):
+        assert run("stats", "--lake", root, "--date", str(day), spark=spark) == 0
+        assert run("similarity", "--lake", root, "--algo", "swing", "--date", str(day), spark=spark) == 0
+    assert run("samples", "--lake", root, "--date", str(D), spark=spark) == 0
+    users = {e.user_id for e in ev_a}
+    before = {t: _recall_snapshot(lake, t, D, users) for t in ("recall_samples", "rank_samples")}
+    assert any(r[3] == "hard_negative" for r in before["recall_samples"])
+    sim_before = sorted(map(tuple, lake.read("swing_sim").collect()))
+
+    extra = [
+        Ev(f"uz{k}", item, "click", _at(D, 60 + k), None, None, D)
+        for k in range(40)
+        for item in ("i01", "i02", "i03", f"i{(4 * k) % N_ITEMS:02d}")
+    ]
+    lake.append("events", spark.createDataFrame(extra, table_schema("events").spark_schema()))
+    assert run("stats", "--lake", root, "--date", str(D), spark=spark) == 0
+    assert run("similarity", "--lake", root, "--algo", "swing", "--date", str(D), spark=spark) == 0
+    assert sorted(map(tuple, lake.read("swing_sim").collect())) != sim_before  # D's lists did change
+    assert run("samples", "--lake", root, "--date", str(D), spark=spark) == 0
+    after = {t: _recall_snapshot(lake, t, D, users) for t in before}
+    assert after == before
+    history = lake.history("recall_samples", limit=1)[0]
+    assert history["recsys.features_dt"] == str(PREV)
+
+
+def test_incremental_period_gets_each_days_own_features(lake_a: Lake) -> None:
+    """The incremental update's period can span D-1 and D: a label of D-1 must not see its own click.
+
+    Each event day of the period gets exactly the daily samples of that day (history before it,
+    statistics of the day before it), whatever the update's `day`."""
+    period = lake_a.read("events").filter(F.col("dt").isin(PREV, D))
+    recall, rank = build_samples(lake_a, D, CFG, period_events=period)
+    for table, frame in (("recall_samples", recall), ("rank_samples", rank)):
+        stored = lake_a.read(table).filter(F.col("dt").isin(PREV, D))
+        got = frame.select(*stored.columns)
+        key = lambda r: tuple(tuple(v) if isinstance(v, list) else v for v in r)  # noqa: E731
+        assert sorted(map(key, got.collect())) == sorted(map(key, stored.collect())), table

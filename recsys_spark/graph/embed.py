@@ -18,7 +18,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.catalog import LAUNCHERS
-from recsys_spark.config import DatedConfig, option, params_of
+from recsys_spark.config import GatedConfig, option, params_of
 from recsys_spark.errors import UsageError
 from recsys_spark.graph.sgns import SgnsParams, train_sgns
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class EmbedConfig(SgnsParams, DatedConfig):
+class EmbedConfig(SgnsParams, GatedConfig):
     """Skip-gram item vectors from the walks of one method; replaces that method's item_embeddings."""
 
     method: str | None = option(

@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from recsys_spark.config import DatedConfig, option, params_of
+from recsys_spark.config import GatedConfig, option, params_of
 from recsys_spark.graph.item_graph import item_graph
 from recsys_spark.graph.walks import WalkParams, random_walks
 from recsys_spark.lake.commit import remove_dir
@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class GraphConfig(DatedConfig):
+class GraphConfig(GatedConfig):
     """Builds item_graph from the behaviour sequences of the window ending at --date."""
 
     window_days: int = option(0, "Days of history ending at --date (0 = all history up to --date).")
@@ -27,7 +27,7 @@ class GraphConfig(DatedConfig):
 
 
 @dataclass
-class WalksConfig(WalkParams, DatedConfig):
+class WalksConfig(WalkParams, GatedConfig):
     """Random walks over item_graph; replaces this method's walks in the walks table."""
 
     partitions: int = option(0, "Spark tasks for the walks (0 = sized to the cluster and the graph).")

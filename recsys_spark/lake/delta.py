@@ -137,6 +137,45 @@ class Lake:
         frame = self.spark.read.schema(schema).option("basePath", self.spark_uri(table)).parquet(*files)
         return frame.select(*schema.fieldNames())  # Spark moves partition columns last; keep table order
 
+    def read_as_of(self, table: str, day: dt.date | str):
+        """The table as a job for `day` may see it: only data that ended before `day`; None if there is none.
+
+        A table partitioned by `dt` is read at its latest version, rows `dt < day` (its partitions are
+        its days). Any other table is read by Delta time travel at its newest version whose commit
+        records a `date` before `day` (the daily jobs record the day they computed, and that day's data
+        ends with it), so a version built with day `day`'s events, or by a backfill of a later day, is
+        never seen. A table partitioned by another column whose commits record that column (`walks`,
+        `item_embeddings`: `method`) is resolved per value: each value from its own newest such commit.
+        None when the table does not exist or no version of it is dated before `day`.
+        """
+        from pyspark.sql import functions as F
+
+        day = dt.date.fromisoformat(day) if isinstance(day, str) else day
+        if not self.exists(table):
+            return None
+        schema = table_schema(table)
+        by = schema.partition_by if schema is not None else ()
+        if by == ("dt",) or (schema is None and "dt" in self.read(table).columns):
+            return self.read(table).filter(F.col("dt") < F.lit(day))
+        # ISO dates compare as strings; a commit without a date (written by hand) is not known to be older.
+        dated = [e for e in self.history(table) if str(e.get("date") or "9999") < str(day)]
+        if len(by) == 1 and dated and all(by[0] in e for e in dated):
+            newest: dict[str, int] = {}
+            for entry in dated:  # newest first
+                newest.setdefault(str(entry[by[0]]), entry["version"])
+            log.info(
+                "%s as of %s: %s", table, day, ", ".join(f"{k} at version {v}" for k, v in newest.items())
+            )
+            parts = [self.read(table, version=v).filter(F.col(by[0]) == F.lit(k)) for k, v in newest.items()]
+            out = parts[0]
+            for part in parts[1:]:
+                out = out.unionByName(part)
+            return out
+        if not dated:
+            return None
+        log.info("%s as of %s: version %s (of %s)", table, day, dated[0]["version"], dated[0].get("date"))
+        return self.read(table, version=dated[0]["version"])
+
     def history(self, table: str, limit: int | None = None) -> list[dict]:
         """Versions newest first: `version`, `timestamp`, `operation` and the commit's metadata."""
         if self.engine == "spark":

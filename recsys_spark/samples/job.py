@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recsys_spark.config import DatedConfig, option
+from recsys_spark.config import GatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import (
     ITEM_DENSE,
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SamplesConfig(DatedConfig):
+class SamplesConfig(GatedConfig):
     """Writes recall_samples and rank_samples for --date (features from D-1 and earlier only)."""
 
     history_length: int = option(20, "Last-N clicked items kept as the user's behaviour sequence.")
@@ -64,15 +64,16 @@ def stats_of(lake, table: str, day: dt.date) -> DataFrame:
     """
     from recsys_spark.stats import StatsConfig, rollup_stats
 
+    after = day + dt.timedelta(days=1)  # as of the end of `day`: nothing computed for a later day
     if lake.exists(table):
-        rows = lake.read(table).filter(F.col("dt") == F.lit(day))
+        rows = lake.read_as_of(table, after).filter(F.col("dt") == F.lit(day))
         if rows.limit(1).count():
             return rows
     if not lake.exists("daily_counts"):
         raise UsageError(f"{table} has no rows for {day} and there is no daily_counts: run `stats` first")
     log.info("samples: %s has no rows for %s; rolling them up from daily_counts", table, day)
     entity = "user" if table == "user_stats" else "item"
-    rolled = rollup_stats(lake.read("daily_counts"), day, entity, StatsConfig(date=day))
+    rolled = rollup_stats(lake.read_as_of("daily_counts", after), day, entity, StatsConfig(date=day))
     return rolled.withColumn("dt", F.lit(day)).cache()  # used by several joins: roll up once
 
 
@@ -96,16 +97,29 @@ def with_features(
 def build_samples(lake, day: dt.date, cfg: SamplesConfig, period_events: DataFrame | None = None):
     """`(recall_samples, rank_samples)` for `day`; `period_events` defaults to day D's events.
 
-    The incremental update passes the events newer than its watermark instead; features stay those
-    of `day` (statistics of D-1, history before D).
+    The incremental update passes the events newer than its watermark instead (days up to `day`);
+    each event day d of the period gets the samples of d as the daily job builds them, features as of
+    d - 1, so a label's own event (and anything after it) never reaches its history or statistics.
     """
-    events = lake.read("events")
-    period = period_events if period_events is not None else events.filter(F.col("dt") == F.lit(day))
+    if period_events is None:
+        return _build_day(lake, day, cfg, lake.read("events").filter(F.col("dt") == F.lit(day)))
+    period = period_events.filter(F.col("dt") <= F.lit(day))
+    # One row per event day of the period (a few: the days since the watermark).
+    days = sorted(r[0] for r in period.select("dt").distinct().collect()) or [day]
+    built = [_build_day(lake, d, cfg, period.filter(F.col("dt") == F.lit(d))) for d in days]
+    recall, rank = built[0]
+    for more_recall, more_rank in built[1:]:
+        recall, rank = recall.unionByName(more_recall), rank.unionByName(more_rank)
+    return recall, rank
+
+
+def _build_day(lake, day: dt.date, cfg: SamplesConfig, period: DataFrame):
+    """Samples of the events `period` (all of day `day`), every input as of `day - 1` (docs/samples.md)."""
     prev = features_day(day)
     user_stats, item_stats = stats_of(lake, "user_stats", prev), stats_of(lake, "item_stats", prev)
     users = user_features(lake.read("users"), user_stats, day)
     items = item_features(lake.read("items"), item_stats, day)
-    hist = last_n_clicks(events, day, cfg.history_length, cfg.history_days).cache()
+    hist = last_n_clicks(lake.read_as_of("events", day), day, cfg.history_length, cfg.history_days).cache()
     sim = None
     if cfg.hard_negative_channel != "none" and cfg.hard_negatives > 0:
         table = f"{cfg.hard_negative_channel}_sim"
@@ -114,7 +128,13 @@ def build_samples(lake, day: dt.date, cfg: SamplesConfig, period_events: DataFra
                 f"{table} does not exist: run `similarity --algo {cfg.hard_negative_channel}` first "
                 "or pass --hard-negative-channel none"
             )
-        sim = lake.read(table)
+        # The channel as it stood before `day`: the latest version may already hold `day`'s events
+        # (run-daily builds it first) or a later day's (a backfill).
+        sim = lake.read_as_of(table, day)
+        if sim is None:
+            log.warning(
+                "samples %s: no %s version was built for a day before %s; no hard negatives", day, table, day
+            )
     clicks = item_stats.select("item_id", F.coalesce(F.col("click_30d"), F.lit(0)).alias("clicks"))
     recall = recall_examples(
         period,

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from recsys_spark.catalog import SIMILARITY_TABLES
-from recsys_spark.config import DatedConfig, option, params_of
+from recsys_spark.config import GatedConfig, option, params_of
 from recsys_spark.events import interest_weights
 from recsys_spark.similarity.itemcf import itemcf_similarity
 from recsys_spark.similarity.params import SimilarityParams
@@ -27,7 +27,7 @@ ALGOS = {
 
 
 @dataclass
-class SimilarityConfig(SimilarityParams, DatedConfig):
+class SimilarityConfig(SimilarityParams, GatedConfig):
     """Interest weights r_ui come from events in the window ending at --date (click 1, like 2,
     comment 2, share 3, follow 3, purchase 4, impression 0). See docs/similarity.md for the formulas."""
 
@@ -49,9 +49,8 @@ def run(cfg: SimilarityConfig, spark, lake) -> int:
     table = ALGOS[cfg.algo][1]
     started = time.time()
     result = similarity_table(lake.read("events"), cfg)
-    options = {
-        k: v for k, v in asdict(cfg).items() if k not in ("lake", "master", "engine", "log_level", "date")
-    }
+    skipped = ("lake", "master", "engine", "log_level", "date", "gate")  # where and how, not what
+    options = {k: v for k, v in asdict(cfg).items() if k not in skipped}
     version = lake.overwrite(
         table, result, metadata={"date": str(cfg.date), "algo": cfg.algo, "options": json.dumps(options)}
     )

@@ -25,7 +25,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_spark.catalog import LAUNCHERS, MODELS
-from recsys_spark.config import DatedConfig, option
+from recsys_spark.config import GatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE, features_day, item_features
 from recsys_spark.samples.job import SamplesConfig, build_samples, stats_of
@@ -37,7 +37,7 @@ SAMPLES_TABLE = {"two_tower": "recall_samples", "ranker": "rank_samples"}
 
 
 @dataclass
-class TrainConfig(DatedConfig):
+class TrainConfig(GatedConfig):
     """Trains on recall_samples (two_tower) or rank_samples (ranker) of --date and publishes the model
     under <lake>/_models/<model>/ (LATEST.json points at the serving version)."""
 
