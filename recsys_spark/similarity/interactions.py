@@ -31,7 +31,20 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 
 
 def window_bounds(date: dt.date, window_days: int) -> tuple[dt.date | None, dt.date]:
-    """First and last day (inclusive) of the window ending at `date`; first is None for all history."""
+    """First and last day (inclusive) of the window ending at `date`; first is None for all history.
+
+    Parameters
+    ----------
+    date : datetime.date
+        Last day of the window.
+    window_days : int
+        Days in the window, >= 0; 0 means all history up to `date`.
+
+    Returns
+    -------
+    tuple of (datetime.date or None, datetime.date)
+        `(first, last)`, both inclusive.
+    """
     if window_days < 0:
         raise ValueError(f"window_days must be >= 0, got {window_days}")
     first = date - dt.timedelta(days=window_days - 1) if window_days > 0 else None
@@ -47,6 +60,22 @@ def interest_weights(
     selected on the `dt` partition column so Delta/Parquet readers prune files. Only `r > 0` rows are
     returned (`I_u`, `U_i` are defined on them). `last_ts` is u's latest event on i with a positive
     weight: an impression is exposure, not interest, so it does not make a user "recent".
+
+    Parameters
+    ----------
+    events : DataFrame
+        The `events` table (`user_id, item_id, event, ts, dt`, ...).
+    date : datetime.date
+        Last day of the window.
+    window_days : int
+        Days in the window; 0 = all history up to `date`.
+    weights : Mapping[str, float], optional
+        Weight per event type; default `DEFAULT_WEIGHTS` (impression 0).
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id, r: double, last_ts: timestamp)` with `r > 0`.
     """
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     first, last = window_bounds(date, window_days)
@@ -71,6 +100,18 @@ def filter_users(interactions: DataFrame, min_user_items: int, max_user_items: i
 
     Adds `n_user` = |I_u| and, over the remaining users, `n_item` = |U_i| and `norm2` = Σ_u r_ui².
     Window counts keep this at one shuffle per key; a bot's rows are counted, never paired, here.
+
+    Parameters
+    ----------
+    interactions : DataFrame
+        `(user_id, item_id, r, last_ts)` from `interest_weights`.
+    min_user_items, max_user_items : int
+        Inclusive bounds on `|I_u|`.
+
+    Returns
+    -------
+    DataFrame
+        The input columns plus `n_user`, `n_item` (long) and `norm2` (double).
     """
     by_user = Window.partitionBy("user_id")
     by_item = Window.partitionBy("item_id")
@@ -87,6 +128,18 @@ def cap_users_per_item(r_set: DataFrame, max_users_per_item: int) -> DataFrame:
 
     Sorting an item's users is linear work in one task even for a very hot item; only pairing is
     quadratic, and pairing happens after this cap.
+
+    Parameters
+    ----------
+    r_set : DataFrame
+        `R` from `filter_users` (needs `item_id`, `user_id`, `last_ts`).
+    max_users_per_item : int
+        Users kept per item.
+
+    Returns
+    -------
+    DataFrame
+        The rows of `r_set` that are kept, same columns.
     """
     recent = Window.partitionBy("item_id").orderBy(F.col("last_ts").desc_nulls_last(), F.col("user_id"))
     return (
@@ -99,5 +152,20 @@ def cap_users_per_item(r_set: DataFrame, max_users_per_item: int) -> DataFrame:
 def filtered_interactions(
     interactions: DataFrame, min_user_items: int, max_user_items: int, max_users_per_item: int
 ) -> DataFrame:
-    """`T` with the per-entity columns of `R`: user filter first, then the per-item cap."""
+    """`T` with the per-entity columns of `R`: user filter first, then the per-item cap.
+
+    Parameters
+    ----------
+    interactions : DataFrame
+        `(user_id, item_id, r, last_ts)` from `interest_weights`.
+    min_user_items, max_user_items : int
+        Inclusive bounds on `|I_u|` (see `filter_users`).
+    max_users_per_item : int
+        Users kept per item (see `cap_users_per_item`).
+
+    Returns
+    -------
+    DataFrame
+        `T`: `(user_id, item_id, r, last_ts, n_user, n_item, norm2)`.
+    """
     return cap_users_per_item(filter_users(interactions, min_user_items, max_user_items), max_users_per_item)
