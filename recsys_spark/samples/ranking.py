@@ -25,7 +25,7 @@ def rank_examples(period_events: DataFrame) -> DataFrame:
     -------
     DataFrame
         One row per shown (user, item) pair: `impressions: int`, first `ts`, one 0/1 `label_<event>`
-        per engagement event.
+        per event of `TASK_EVENTS`.
     """
     labels = [
         F.max(F.when(F.col("event") == e, 1).otherwise(0)).cast("int").alias(f"label_{e}")
