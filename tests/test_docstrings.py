@@ -23,6 +23,9 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.graph.walks": ("Perozzi", "DeepWalk", "Grover", "node2vec", "KnightKing"),
     "recsys_spark.graph.sgns": ("Mikolov", "negative sampling"),
     "recsys_spark.graph.item_graph": (),
+    "recsys_spark.graph.embed": (),
+    "recsys_spark.graph.quality": (),
+    "recsys_spark.samples.features": (),
     "recsys_spark.samples.recall": (),
     "recsys_spark.samples.ranking": (),
     "recsys_spark.train.two_tower": ("Covington", "Sampling-Bias-Corrected", "logQ"),
@@ -32,7 +35,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.stats": ("Beta prior", "Click-Through Rate Estimation"),
 }
 # Job plumbing, documented by their configs (whose docstrings are the CLI's --help text).
-SKIP = {"recsys_spark.stats": {"run", "validate", "StatsConfig"}}
+SKIP = {
+    "recsys_spark.stats": {"run", "validate", "StatsConfig"},
+    "recsys_spark.graph.embed": {"run", "EmbedConfig", "latest_walks_method", "mllib_word2vec"},
+}
 
 
 def has_section(doc: str | None, name: str) -> bool:
