@@ -96,7 +96,9 @@ def main(argv: Sequence[str] | None = None, spark=None) -> int:
     owns_session = spark is None
     try:
         if owns_session:
-            spark = spark_session(app_name=f"recsys-spark {job}", master=config.master)
+            # Spark's start-up lines (log4j profile, hostname) only at --log-level DEBUG.
+            quiet = config.log_level.upper() != "DEBUG"
+            spark = spark_session(app_name=f"recsys-spark {job}", master=config.master, quiet=quiet)
         lake = Lake(spark, config.lake, engine=config.engine)
         if hasattr(config, "date") and config.date is None and job not in ("generate", "ingest"):
             config.date = lake.latest_date("events")

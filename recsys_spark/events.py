@@ -32,7 +32,20 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 
 
 def window_bounds(date: dt.date, window_days: int) -> tuple[dt.date | None, dt.date]:
-    """First and last day (inclusive) of the window ending at `date`; first is None for all history."""
+    """First and last day (inclusive) of the window ending at `date`; first is None for all history.
+
+    Parameters
+    ----------
+    date : datetime.date
+        Last day of the window.
+    window_days : int
+        Days in the window, >= 0; 0 means all history up to `date`.
+
+    Returns
+    -------
+    tuple of (datetime.date or None, datetime.date)
+        `(first, last)`, both inclusive.
+    """
     if window_days < 0:
         raise ValueError(f"window_days must be >= 0, got {window_days}")
     first = date - dt.timedelta(days=window_days - 1) if window_days > 0 else None
@@ -40,7 +53,18 @@ def window_bounds(date: dt.date, window_days: int) -> tuple[dt.date | None, dt.d
 
 
 def event_weight(weights: Mapping[str, float] | None = None) -> Column:
-    """The weight of each row's `event` (0.0 for a type not in `weights`), as a Spark column."""
+    """The weight of each row's `event` (0.0 for a type not in `weights`), as a Spark column.
+
+    Parameters
+    ----------
+    weights : Mapping[str, float], optional
+        Weight per event type; default `DEFAULT_WEIGHTS` (impression 0).
+
+    Returns
+    -------
+    Column
+        A double column over `event`.
+    """
     weight = F.lit(0.0)
     for event, value in dict(DEFAULT_WEIGHTS if weights is None else weights).items():
         weight = F.when(F.col("event") == event, F.lit(float(value))).otherwise(weight)
@@ -56,6 +80,22 @@ def interest_weights(
     selected on the `dt` partition column so Delta/Parquet readers prune files. Only `r > 0` rows are
     returned (`I_u`, `U_i` are defined on them). `last_ts` is u's latest event on i with a positive
     weight: an impression is exposure, not interest, so it does not make a user "recent".
+
+    Parameters
+    ----------
+    events : DataFrame
+        The `events` table (`user_id, item_id, event, ts, dt`, ...).
+    date : datetime.date
+        Last day of the window.
+    window_days : int
+        Days in the window; 0 = all history up to `date`.
+    weights : Mapping[str, float], optional
+        Weight per event type; default `DEFAULT_WEIGHTS` (impression 0).
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id, r: double, last_ts: timestamp)` with `r > 0`.
     """
     first, last = window_bounds(date, window_days)
     in_window = F.col("dt") <= F.lit(last)

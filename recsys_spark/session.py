@@ -15,6 +15,8 @@ log = logging.getLogger(__name__)
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+QUIET_LOG4J = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf", "log4j2.properties")
+VERBOSE_LEVELS = ("DEBUG", "TRACE", "ALL")
 
 
 def _python_for_workers() -> None:
@@ -42,6 +44,26 @@ def _delta_jars_configured(conf: Mapping[str, str]) -> bool:
     return any(home and glob.glob(os.path.join(home, "jars", "delta-spark_*.jar")) for home in homes)
 
 
+def _quiet_start_up(settings: dict[str, str], merged: Mapping[str, str], master: str) -> None:
+    """Keep Spark's start-up chatter off the console unless debugging (or the caller chose otherwise).
+
+    Only effective before the driver JVM starts (not under spark-submit, whose JVM already runs):
+    our log4j2 profile (root WARN, NativeCodeLoader at ERROR) replaces Spark's default one, which
+    announces itself and its level at every start, and a local master binds to 127.0.0.1 instead of
+    warning that the hostname resolves to a loopback address. A caller's own
+    `-Dlog4j2.configurationFile` or `SPARK_LOCAL_IP` wins.
+    """
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return
+    java_options = merged.get("spark.driver.extraJavaOptions", "")
+    if "log4j2.configurationFile" not in java_options and "log4j.configurationFile" not in java_options:
+        settings["spark.driver.extraJavaOptions"] = (
+            f"{java_options} -Dlog4j2.configurationFile={QUIET_LOG4J}".strip()
+        )
+    if master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
 def local_shuffle_partitions(cores: int | None = None) -> int:
     """Shuffle partitions for a local run: a few per core instead of Spark's 200 tiny tasks."""
     return max(2, 2 * (cores or os.cpu_count() or 2))
@@ -53,6 +75,7 @@ def spark_session(
     shuffle_partitions: int | None = None,
     conf: Mapping[str, str] | None = None,
     log_level: str = "WARN",
+    quiet: bool | None = None,
 ):
     """Return the active session or build one.
 
@@ -60,6 +83,29 @@ def spark_session(
     Local runs get shuffle partitions sized to the cores and no UI; cluster runs keep Spark's own
     settings unless `shuffle_partitions` is given. Delta's SQL extension is configured only when its
     jars are on the classpath; otherwise the lake commits through delta-rs (see `recsys_spark.lake`).
+    Below DEBUG, Spark's start-up noise is quieted (see `_quiet_start_up`).
+
+    Parameters
+    ----------
+    app_name : str
+        Spark application name.
+    master : str, optional
+        Spark master URL; default `SPARK_MASTER`, then spark-submit's `--master`, then `local[*]`.
+    shuffle_partitions : int, optional
+        `spark.sql.shuffle.partitions`; default a few per core on local masters, Spark's own otherwise.
+    conf : Mapping[str, str], optional
+        Extra Spark settings; they override ours.
+    log_level : str
+        Level of Spark's JVM logging (`sc.setLogLevel`); `DEBUG`, `TRACE` or `ALL` also keeps the
+        start-up messages and Spark's default log4j profile.
+    quiet : bool, optional
+        Quiet Spark's start-up messages; default: unless `log_level` is `DEBUG`, `TRACE` or `ALL`.
+        The CLI passes ``False`` at ``--log-level DEBUG``.
+
+    Returns
+    -------
+    pyspark.sql.SparkSession
+        The active session, or a new one.
     """
     from pyspark import SparkConf
     from pyspark.sql import SparkSession
@@ -104,6 +150,10 @@ def spark_session(
     if _delta_jars_configured(merged):
         settings["spark.sql.extensions"] = DELTA_EXTENSION
         settings["spark.sql.catalog.spark_catalog"] = DELTA_CATALOG
+    if quiet is None:
+        quiet = log_level.upper() not in VERBOSE_LEVELS
+    if quiet:
+        _quiet_start_up(settings, merged, master)
     for key, value in {**settings, **dict(conf or {})}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
@@ -120,7 +170,7 @@ def _quiet_single_partition_window_warning(spark, log_level: str) -> None:
     purpose; Spark repeats the warning at every plan, hundreds of times per daily run, burying the
     progress lines. Driver-side only: the warning is raised while planning.
     """
-    if log_level.upper() in ("DEBUG", "TRACE", "ALL"):
+    if log_level.upper() in VERBOSE_LEVELS:
         return
     try:
         jvm = spark.sparkContext._jvm

@@ -6,6 +6,16 @@ The first run on a fresh lake backfills the missing days of the longest window o
 
 Everything is Spark built-ins (no Python UDFs); the driver only collects the list of days already in
 `daily_counts` (one row per day) and a few counts for the log. Column formulas are in docs/stats.md.
+
+Rates are Bayesian-smoothed towards the population rate, (x + m·global_rate) / (n + m) with
+m = `prior_strength`: the posterior mean under a Beta prior of strength m centred on the global rate,
+so an entity with few events gets the global rate rather than 0 or 1.
+
+References
+----------
+X. Wang, W. Li, Y. Cui, R. Zhang, J. Mao. "Click-Through Rate Estimation for Rare Events in Online
+Advertising." In Online Multimedia Advertising: Techniques and Technologies, IGI Global, 2011
+(smoothing CTRs with a Beta prior).
 """
 
 from __future__ import annotations
@@ -62,7 +72,20 @@ class StatsConfig(GatedConfig):
 
 # -- pure transforms ---------------------------------------------------------------------------
 def daily_counts_for(events, day: dt.date | str):
-    """`daily_counts` rows of one day from raw events (rows of other days are ignored)."""
+    """`daily_counts` rows of one day from raw events (rows of other days are ignored).
+
+    Parameters
+    ----------
+    events : DataFrame
+        The `events` table.
+    day : datetime.date or str
+        The day.
+
+    Returns
+    -------
+    DataFrame
+        `daily_counts_columns()`: one row per (entity_type, entity_id) active that day.
+    """
     from pyspark.sql import functions as F
 
     return _daily_counts(events.filter(F.col("dt") == F.lit(_as_date(day))))
@@ -90,6 +113,17 @@ def _daily_counts(events):
 
 
 def daily_counts_columns() -> list[str]:
+    """Columns of `daily_counts`, in order.
+
+    Parameters
+    ----------
+    (none)
+
+    Returns
+    -------
+    list of str
+        Column names.
+    """
     return ["entity_type", "entity_id", *EVENT_TYPES, "dwell_ms", "distinct_peers", "last_ts", "dt"]
 
 
@@ -97,6 +131,23 @@ def rollup_stats(daily_counts, day: dt.date | str, entity_type: str, cfg: StatsC
     """`user_stats` / `item_stats` rows for `day` from `daily_counts` (rows after `day` are ignored).
 
     One row per entity with any event in the longest window (day - max(windows), day].
+
+    Parameters
+    ----------
+    daily_counts : DataFrame
+        The `daily_counts` table.
+    day : datetime.date or str
+        The day the stats are for.
+    entity_type : str
+        "user" or "item".
+    cfg : StatsConfig
+        Windows, prior strength, buckets and the other stats options.
+
+    Returns
+    -------
+    DataFrame
+        `stats_columns(entity_type, cfg)`: counts per window, smoothed rates, log1p counts, buckets,
+        recency.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -193,7 +244,20 @@ def rollup_stats(daily_counts, day: dt.date | str, entity_type: str, cfg: StatsC
 
 
 def stats_columns(entity_type: str, cfg: StatsConfig) -> list[str]:
-    """Output columns of `rollup_stats` in order (without running Spark)."""
+    """Output columns of `rollup_stats` in order (without running Spark).
+
+    Parameters
+    ----------
+    entity_type : str
+        "user" or "item".
+    cfg : StatsConfig
+        Windows, prior strength, buckets and the other stats options.
+
+    Returns
+    -------
+    list of str
+        Column names.
+    """
     windows = sorted(set(cfg.windows))
     cols = [ID_COLUMN[entity_type]]
     cols += [f"{e}_{w}d" for w in windows for e in (*EVENT_TYPES, "dwell_ms", "active_days")]
@@ -207,21 +271,60 @@ def stats_columns(entity_type: str, cfg: StatsConfig) -> list[str]:
 
 # -- planning -----------------------------------------------------------------------------------
 def window_days(day: dt.date, cfg: StatsConfig) -> list[dt.date]:
-    """The days of the longest window ending at `day`, oldest first."""
+    """The days of the longest window ending at `day`, oldest first.
+
+    Parameters
+    ----------
+    day : datetime.date
+        Last day.
+    cfg : StatsConfig
+        Windows, prior strength, buckets and the other stats options.
+
+    Returns
+    -------
+    list of datetime.date
+        `max(cfg.windows)` days.
+    """
     longest = max(cfg.windows)
     return [day - dt.timedelta(days=k) for k in range(longest - 1, -1, -1)]
 
 
 def days_to_compute(day: dt.date, existing: Iterable[dt.date], cfg: StatsConfig) -> list[dt.date]:
     """Days of `daily_counts` this run writes: the `refresh_days` latest days up to `day`, plus any day of
-    the longest window missing from `existing`."""
+    the longest window missing from `existing`.
+
+    Parameters
+    ----------
+    day : datetime.date
+        The run's day.
+    existing : iterable of datetime.date
+        Days already in `daily_counts`.
+    cfg : StatsConfig
+        Windows, prior strength, buckets and the other stats options.
+
+    Returns
+    -------
+    list of datetime.date
+        Days to (re)write, oldest first.
+    """
     have = {_as_date(d) for d in existing}
     fresh = {day - dt.timedelta(days=k) for k in range(max(1, cfg.refresh_days))}
     return sorted(d for d in set(window_days(day, cfg)) | fresh if d in fresh or d not in have)
 
 
 def existing_days(lake) -> list[dt.date]:
-    """Days present in `daily_counts`: a scan of the partition column only (one row per day collected)."""
+    """Days present in `daily_counts`: a scan of the partition column only (one row per day collected).
+
+    Parameters
+    ----------
+    lake : Lake
+        The lake.
+
+    Returns
+    -------
+    list of datetime.date
+        Sorted days; empty when the table does not exist.
+    """
     if not lake.exists(DAILY_COUNTS):
         return []
     return sorted(r[0] for r in lake.read(DAILY_COUNTS).select("dt").distinct().collect() if r[0] is not None)

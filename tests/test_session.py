@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from recsys_spark.session import _delta_jars_configured, delta_available, local_shuffle_partitions
 
 
@@ -28,3 +31,18 @@ def test_single_partition_window_warning_is_quiet_but_other_warnings_stay(spark)
     logs = spark.sparkContext._jvm.org.apache.logging.log4j.LogManager
     assert str(logs.getLogger("org.apache.spark.sql.execution.window.WindowExec").getLevel()) == "ERROR"
     assert str(logs.getLogger("org.apache.spark.sql.execution.SparkPlan").getLevel()) != "ERROR"
+
+
+def test_start_up_noise_is_quieted_unless_the_caller_configured_logging(monkeypatch):
+    from recsys_spark.session import QUIET_LOG4J, _quiet_start_up
+
+    monkeypatch.delenv("PYSPARK_GATEWAY_PORT", raising=False)
+    monkeypatch.delenv("SPARK_LOCAL_IP", raising=False)
+    settings: dict[str, str] = {}
+    _quiet_start_up(settings, {"spark.driver.extraJavaOptions": "-Xss4m"}, "local[2]")
+    assert settings["spark.driver.extraJavaOptions"] == f"-Xss4m -Dlog4j2.configurationFile={QUIET_LOG4J}"
+    assert "rootLogger.level = warn" in Path(QUIET_LOG4J).read_text()
+    assert os.environ["SPARK_LOCAL_IP"] == "127.0.0.1"
+    own: dict[str, str] = {}
+    _quiet_start_up(own, {"spark.driver.extraJavaOptions": "-Dlog4j2.configurationFile=/etc/mine"}, "local")
+    assert own == {}

@@ -23,6 +23,15 @@ exactly — no approximations (binned AUC, sampled ranks), no silent conventions
 
 Labels are 0/1 (bools accepted); anything else raises, as do NaN scores: a metric computed on
 mislabelled data is worse than no metric.
+
+References
+----------
+K. Järvelin, J. Kekäläinen. "Cumulated Gain-Based Evaluation of IR Techniques." ACM TOIS 20(4), 2002
+(NDCG).
+H. B. Mann, D. R. Whitney. "On a Test of Whether One of Two Random Variables is Stochastically
+Larger than the Other." Annals of Mathematical Statistics 18(1), 1947 (AUC as a rank statistic).
+G. Zhou et al. "Deep Interest Network for Click-Through Rate Prediction." KDD 2018 (user-weighted
+AUC, impression-weighted as here).
 """
 
 from __future__ import annotations
@@ -74,7 +83,27 @@ def _hits(ranked: Iterable[Hashable], truth: Collection[Hashable], width: int) -
 def user_topk_metrics(
     ranked: Iterable[Hashable], truth: Collection[Hashable], ks: Sequence[int] = DEFAULT_KS
 ) -> dict[str, float]:
-    """Recall@K, NDCG@K and HitRate@K of one user (see the module docstring); `truth` must be non-empty."""
+    """Recall@K, NDCG@K and HitRate@K of one user (see the module docstring); `truth` must be non-empty.
+
+    Parameters
+    ----------
+    ranked : iterable of hashable
+        Recommended ids, best first (duplicates after the first occurrence are ignored).
+    truth : collection of hashable
+        Relevant ids, non-empty.
+    ks : sequence of int
+        Cut-offs K, each >= 1.
+
+    Returns
+    -------
+    dict of str to float
+        `recall@K`, `ndcg@K`, `hitrate@K` for every K.
+
+    Raises
+    ------
+    ValueError
+        If `truth` is empty or a K is invalid.
+    """
     ks = _check_ks(ks)
     truth = set(truth)
     if not truth:
@@ -96,6 +125,20 @@ def topk_metrics(
     for that user, it is not excused); or two equally long sequences, one entry per user.
     Users with an empty truth set are skipped. With no users left, every metric is NaN.
     Keys are ordered by K, then recall, ndcg, hitrate.
+
+    Parameters
+    ----------
+    ranked_lists : mapping or sequence
+        Per user, the recommended ids best first.
+    truths : mapping or sequence
+        Per user, the set of relevant ids.
+    ks : sequence of int
+        Cut-offs K, each >= 1.
+
+    Returns
+    -------
+    dict of str to float
+        Mean `recall@K`, `ndcg@K`, `hitrate@K` over users with a non-empty truth (NaN if none).
     """
     ks = _check_ks(ks)
     if isinstance(truths, Mapping):
@@ -179,7 +222,20 @@ def _grouped_auc(groups: np.ndarray, y: np.ndarray, s: np.ndarray):
 
 
 def auc(labels, scores) -> float:
-    """Area under the ROC curve (Mann–Whitney, ties count 1/2); NaN when only one class is present."""
+    """Area under the ROC curve (Mann–Whitney, ties count 1/2); NaN when only one class is present.
+
+    Parameters
+    ----------
+    labels : array_like
+        `(n,)` 0/1 labels (bools accepted).
+    scores : array_like
+        `(n,)` scores, no NaN.
+
+    Returns
+    -------
+    float
+        AUC in [0, 1], or NaN.
+    """
     y = _binary_labels(labels)
     s = _scores(scores, y.size)
     if y.size == 0:
@@ -192,6 +248,20 @@ def uauc(users, labels, scores) -> float:
     """Impression-weighted mean of per-user AUC over users having both classes (weight = user's samples).
 
     NaN when no user has both a positive and a negative sample.
+
+    Parameters
+    ----------
+    users : array_like
+        `(n,)` user id of each sample.
+    labels : array_like
+        `(n,)` 0/1 labels.
+    scores : array_like
+        `(n,)` scores, no NaN.
+
+    Returns
+    -------
+    float
+        Σ_u n_u · AUC_u / Σ_u n_u, or NaN.
     """
     y = _binary_labels(labels)
     s = _scores(scores, y.size)
@@ -209,7 +279,22 @@ def uauc(users, labels, scores) -> float:
 
 
 def logloss(labels, probs, eps: float = 1e-7) -> float:
-    """Mean binary cross-entropy with probabilities clipped to [eps, 1 − eps]; NaN for no samples."""
+    """Mean binary cross-entropy with probabilities clipped to [eps, 1 − eps]; NaN for no samples.
+
+    Parameters
+    ----------
+    labels : array_like
+        `(n,)` 0/1 labels.
+    probs : array_like
+        `(n,)` predicted probabilities.
+    eps : float
+        Clipping bound.
+
+    Returns
+    -------
+    float
+        −mean(y·log p + (1 − y)·log(1 − p)), or NaN.
+    """
     y = _binary_labels(labels)
     p = _scores(probs, y.size)
     if y.size == 0:

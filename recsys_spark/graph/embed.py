@@ -47,7 +47,20 @@ class EmbedConfig(SgnsParams, GatedConfig):
 
 
 def build_vocab(walks: DataFrame, min_count: int = 1) -> DataFrame:
-    """`(idx, item_id, count)`: items of the walks, most frequent first (ties by item id)."""
+    """`(idx, item_id, count)`: items of the walks, most frequent first (ties by item id).
+
+    Parameters
+    ----------
+    walks : DataFrame
+        `(walk_id, items: array<string>)`.
+    min_count : int
+        Items seen fewer times get no index.
+
+    Returns
+    -------
+    DataFrame
+        `(item_id, count: long, idx: int)`, idx 0 = most frequent.
+    """
     counts = (
         walks.select(F.explode("items").alias("item_id"))
         .groupBy("item_id")
@@ -58,7 +71,20 @@ def build_vocab(walks: DataFrame, min_count: int = 1) -> DataFrame:
 
 
 def encode_walks(walks: DataFrame, vocab: DataFrame) -> DataFrame:
-    """`(walk_id, tokens array<int>)`: each walk as vocabulary indices, out-of-vocabulary items dropped."""
+    """`(walk_id, tokens array<int>)`: each walk as vocabulary indices, out-of-vocabulary items dropped.
+
+    Parameters
+    ----------
+    walks : DataFrame
+        `(walk_id, items: array<string>)`.
+    vocab : DataFrame
+        From `build_vocab`.
+
+    Returns
+    -------
+    DataFrame
+        `(walk_id, tokens: array<int>)`, in walk order.
+    """
     steps = walks.select("walk_id", F.posexplode("items").alias("pos", "item_id"))
     joined = steps.join(vocab.select("item_id", F.col("idx").cast("int")), "item_id")
     return joined.groupBy("walk_id").agg(
@@ -95,7 +121,24 @@ def latest_walks_method(lake) -> str:
 
 
 def sgns_embeddings(spark, walks: DataFrame, cfg: EmbedConfig, scratch: str) -> tuple[DataFrame, list[dict]]:
-    """Train SGNS on `walks` and return `(item_id, vector)` plus each rank's metrics."""
+    """Train SGNS on `walks` and return `(item_id, vector)` plus each rank's metrics.
+
+    Parameters
+    ----------
+    spark : SparkSession
+        The session (launches the ranks).
+    walks : DataFrame
+        `(walk_id, items: array<string>)`.
+    cfg : EmbedConfig
+        SGNS hyper-parameters, `np` ranks and the launcher.
+    scratch : str
+        Folder (URI) for the vocabulary, encoded walks and vectors.
+
+    Returns
+    -------
+    tuple of (DataFrame, list of dict)
+        `(item_id, vector: array<float>)` and each rank's metrics.
+    """
     from recsys_spark.distributed import launch
 
     vocab = build_vocab(walks, cfg.min_count).cache()

@@ -23,7 +23,24 @@ from recsys_spark.events import DEFAULT_WEIGHTS, window_bounds
 def positive_events(
     events: DataFrame, date: dt.date, window_days: int = 0, weights: Mapping[str, float] | None = None
 ) -> DataFrame:
-    """Events with a positive weight in the window ending at `date` (0 = all history up to `date`)."""
+    """Events with a positive weight in the window ending at `date` (0 = all history up to `date`).
+
+    Parameters
+    ----------
+    events : DataFrame
+        The `events` table.
+    date : datetime.date
+        Last day of the window.
+    window_days : int
+        Days in the window; 0 = all history up to `date`.
+    weights : Mapping[str, float], optional
+        Weight per event type; default the DESIGN weights (impression 0).
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id, event, ts, session_id)`.
+    """
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     positive = sorted(e for e, w in weights.items() if w > 0)
     first, last = window_bounds(date, window_days)
@@ -35,7 +52,20 @@ def positive_events(
 
 def sessionize(events: DataFrame, session_gap_minutes: float = 30.0) -> DataFrame:
     """Adds `session`: the given `session_id`, or for events without one, a per-user session that a
-    silence of more than `session_gap_minutes` ends. The two kinds never mix in one session."""
+    silence of more than `session_gap_minutes` ends. The two kinds never mix in one session.
+
+    Parameters
+    ----------
+    events : DataFrame
+        Events with `user_id`, `ts`, `session_id` (nullable).
+    session_gap_minutes : float
+        Silence that ends an inferred session.
+
+    Returns
+    -------
+    DataFrame
+        The input columns plus `session: string`.
+    """
     order = Window.partitionBy("user_id", F.col("session_id").isNull()).orderBy("ts", "item_id", "event")
     gap = F.col("ts").cast("double") - F.lag(F.col("ts").cast("double")).over(order)
     new_session = F.when(gap.isNull() | (gap > session_gap_minutes * 60.0), 1).otherwise(0)
@@ -49,7 +79,20 @@ def sessionize(events: DataFrame, session_gap_minutes: float = 30.0) -> DataFram
 
 
 def cap_user_events(events: DataFrame, max_user_events: int) -> DataFrame:
-    """Keep each user's latest `max_user_events` positive events (0 = no cap)."""
+    """Keep each user's latest `max_user_events` positive events (0 = no cap).
+
+    Parameters
+    ----------
+    events : DataFrame
+        Positive events (`user_id`, `item_id`, `event`, `ts`, ...).
+    max_user_events : int
+        Events kept per user; 0 keeps all.
+
+    Returns
+    -------
+    DataFrame
+        The kept rows, same columns.
+    """
     if max_user_events <= 0:
         return events
     latest_first = Window.partitionBy("user_id").orderBy(F.desc("ts"), F.desc("item_id"), F.desc("event"))
@@ -68,7 +111,28 @@ def item_graph(
     max_user_events: int = 0,
     weights: Mapping[str, float] | None = None,
 ) -> DataFrame:
-    """`(src_item, dst_item, weight)` edges of the item graph for the window ending at `date`."""
+    """`(src_item, dst_item, weight)` edges of the item graph for the window ending at `date`.
+
+    Parameters
+    ----------
+    events : DataFrame
+        The `events` table.
+    date : datetime.date
+        Last day of the window.
+    window_days : int
+        Days in the window; 0 = all history up to `date`.
+    session_gap_minutes : float
+        Silence that ends a session without `session_id`.
+    max_user_events : int
+        Latest positive events kept per user (0 = no cap).
+    weights : Mapping[str, float], optional
+        Weight per event type; default the DESIGN weights (impression 0).
+
+    Returns
+    -------
+    DataFrame
+        `(src_item: string, dst_item: string, weight: double)`, weight = number of transitions.
+    """
     positive = cap_user_events(positive_events(events, date, window_days, weights), max_user_events)
     sessions = sessionize(positive, session_gap_minutes)
     order = Window.partitionBy("user_id", "session").orderBy("ts", "item_id", "event")

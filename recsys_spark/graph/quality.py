@@ -29,7 +29,24 @@ PALETTE = [
 
 
 def sample_vectors(vectors: DataFrame, truth_items: DataFrame, sample: int = 2000, seed: int = 0):
-    """Up to `sample` (item, cluster, vector) rows, chosen by a hash of the item id (stable)."""
+    """Up to `sample` (item, cluster, vector) rows, chosen by a hash of the item id (stable).
+
+    Parameters
+    ----------
+    vectors : DataFrame
+        `(item_id, vector: array<float>)`.
+    truth_items : DataFrame
+        The generator's planted clusters `(item_id, cluster, ...)`.
+    sample : int
+        Largest number of items kept.
+    seed : int
+        Seed of the hash.
+
+    Returns
+    -------
+    tuple
+        `(names, clusters, matrix)`: `(n,)` item ids, `(n,)` cluster ids, `(n, dim)` vectors.
+    """
     joined = vectors.join(truth_items.select("item_id", "cluster"), "item_id")
     rows = joined.orderBy(F.xxhash64(F.lit(seed), "item_id")).limit(sample).collect()
     names = [r.item_id for r in rows]
@@ -39,7 +56,22 @@ def sample_vectors(vectors: DataFrame, truth_items: DataFrame, sample: int = 200
 
 
 def precision_at_k(matrix: np.ndarray, clusters: np.ndarray, k: int = 10) -> float:
-    """Mean share of each item's k nearest (cosine) neighbours that share its cluster."""
+    """Mean share of each item's k nearest (cosine) neighbours that share its cluster.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        `(n, dim)` vectors.
+    clusters : numpy.ndarray
+        `(n,)` cluster ids.
+    k : int
+        Neighbours per item.
+
+    Returns
+    -------
+    float
+        Precision@k in [0, 1]; NaN with too few items.
+    """
     if len(matrix) <= k:
         return float("nan")
     unit = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
@@ -50,14 +82,42 @@ def precision_at_k(matrix: np.ndarray, clusters: np.ndarray, k: int = 10) -> flo
 
 
 def random_precision(clusters: np.ndarray) -> float:
-    """Expected precision@k of random neighbours: P(another item shares my cluster)."""
+    """Expected precision@k of random neighbours: P(another item shares my cluster).
+
+    Parameters
+    ----------
+    clusters : numpy.ndarray
+        `(n,)` cluster ids.
+
+    Returns
+    -------
+    float
+        Σ_c n_c (n_c − 1) / (n (n − 1)); NaN for fewer than 2 items.
+    """
     n = len(clusters)
     _, sizes = np.unique(clusters, return_counts=True)
     return float(((sizes * (sizes - 1)).sum()) / (n * (n - 1))) if n > 1 else float("nan")
 
 
 def projection_svg(matrix: np.ndarray, clusters: np.ndarray, title: str, size: int = 420) -> str:
-    """A 2-D PCA projection of the vectors as an SVG scatter, coloured by planted cluster."""
+    """A 2-D PCA projection of the vectors as an SVG scatter, coloured by planted cluster.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        `(n, dim)` vectors.
+    clusters : numpy.ndarray
+        `(n,)` cluster ids (colours).
+    title : str
+        Caption.
+    size : int
+        Width and height of the plot in pixels.
+
+    Returns
+    -------
+    str
+        An SVG document.
+    """
     centred = matrix - matrix.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     xy = centred @ vt[:2].T
@@ -78,6 +138,26 @@ def projection_svg(matrix: np.ndarray, clusters: np.ndarray, title: str, size: i
 def embedding_report(
     vectors: DataFrame, truth_items: DataFrame, label: str, k: int = 10, sample: int = 2000
 ) -> dict:
+    """Precision@k of the vectors against the planted clusters, its random baseline, and a plot.
+
+    Parameters
+    ----------
+    vectors : DataFrame
+        `(item_id, vector: array<float>)`.
+    truth_items : DataFrame
+        The generator's planted clusters.
+    label : str
+        Name of the vectors in the report.
+    k : int
+        Neighbours per item.
+    sample : int
+        Items sampled (see `sample_vectors`).
+
+    Returns
+    -------
+    dict
+        `label`, `items`, `precision@k`, `random_precision@k` and the SVG plot.
+    """
     names, clusters, matrix = sample_vectors(vectors, truth_items, sample)
     return {
         "label": label,
@@ -91,7 +171,22 @@ def embedding_report(
 
 
 def write_report(lake, name: str, report: dict) -> str:
-    """`_reports/embeddings/<name>-<label>.json` (metrics) and `.svg` (plot); returns the json path."""
+    """`_reports/embeddings/<name>-<label>.json` (metrics) and `.svg` (plot); returns the json path.
+
+    Parameters
+    ----------
+    lake : Lake
+        The lake.
+    name : str
+        Report name (e.g. the walk method).
+    report : dict
+        From `embedding_report`.
+
+    Returns
+    -------
+    str
+        Path of the JSON file.
+    """
     from recsys_spark.lake.commit import filesystem
 
     fs, folder = filesystem(lake.path("_reports", "embeddings"))

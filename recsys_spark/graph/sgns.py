@@ -7,6 +7,11 @@ count^0.75 — and applies word2vec's own sparse SGD update with a learning rate
 `learning_rate * 1e-4`. Ranks average their tables with an allreduce every `sync_every` batches and
 at the end (periodic model averaging, as MLlib's Word2Vec does across partitions), so the run costs
 O(batch) work per step instead of a dense O(vocabulary) gradient exchange.
+
+References
+----------
+T. Mikolov, I. Sutskever, K. Chen, G. Corrado, J. Dean. "Distributed Representations of Words and
+Phrases and their Compositionality." NIPS 2013 (skip-gram, negative sampling, subsampling).
 """
 
 from __future__ import annotations
@@ -21,7 +26,29 @@ from recsys_spark.config import option
 
 @dataclass
 class SgnsParams:
-    """SGNS training parameters, defaults and help in one place (`EmbedConfig` is built on them)."""
+    """Hyper-parameters of `train_sgns`, word2vec's names and meanings.
+
+    Parameters
+    ----------
+    dim : int
+        Vector size.
+    window : int
+        Largest context distance; each center draws its window from U{1..window}.
+    negative : int
+        Negatives per (center, context) pair, drawn from count^0.75.
+    epochs : int
+        Passes over the walks.
+    subsample : float
+        Subsampling threshold t (0 keeps every occurrence).
+    learning_rate : float
+        Starting SGD rate, decaying linearly to `learning_rate * 1e-4`.
+    batch_size : int
+        Pairs per update.
+    sync_every : int
+        Batches between the ranks' table averaging.
+    seed : int
+        Seed of the initial vectors and of the sampling.
+    """
 
     dim: int = option(64, "Vector dimension.", minimum=1)
     window: int = option(5, "Largest context window; word2vec draws 1..window per center.", minimum=1)
@@ -39,7 +66,20 @@ class SgnsParams:
 
 
 def keep_probabilities(counts: np.ndarray, subsample: float) -> np.ndarray:
-    """word2vec's subsampling: keep an occurrence of w with probability (sqrt(f/t) + 1) * t / f."""
+    """word2vec's subsampling: keep an occurrence of w with probability (sqrt(f/t) + 1) * t / f.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        `(vocab,)` occurrence counts.
+    subsample : float
+        Threshold t; <= 0 keeps everything.
+
+    Returns
+    -------
+    numpy.ndarray
+        `(vocab,)` probabilities in (0, 1], f = count / total.
+    """
     if subsample <= 0:
         return np.ones(len(counts))
     freq = counts / counts.sum()
@@ -47,7 +87,24 @@ def keep_probabilities(counts: np.ndarray, subsample: float) -> np.ndarray:
 
 
 def skipgram_pairs(walks: list[np.ndarray], keep: np.ndarray, window: int, rng: np.random.Generator):
-    """(center, context) pairs of all walks: subsample, then a window b ~ U{1..window} per center."""
+    """(center, context) pairs of all walks: subsample, then a window b ~ U{1..window} per center.
+
+    Parameters
+    ----------
+    walks : list of numpy.ndarray
+        Walks as int64 token indices.
+    keep : numpy.ndarray
+        `(vocab,)` keep probabilities from `keep_probabilities`.
+    window : int
+        Largest context distance.
+    rng : numpy.random.Generator
+        Source of the subsampling and window draws.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        `(centers, contexts)`, both `(n_pairs,)` int64.
+    """
     kept = [w[rng.random(len(w)) < keep[w]] for w in walks]
     kept = [w for w in kept if len(w) > 1]
     if not kept:
@@ -90,7 +147,26 @@ def _read_shard(walks_url: str, rank: int, size: int, seed: int) -> list[np.ndar
 
 
 def train_sgns(comm, walks_url: str, vocab_url: str, out_url: str, params: dict) -> dict:
-    """One rank's training; rank 0 writes `(item_id, vector)` Parquet to `out_url`. Returns metrics."""
+    """One rank's training; rank 0 writes `(item_id, vector)` Parquet to `out_url`. Returns metrics.
+
+    Parameters
+    ----------
+    comm : Comm
+        Rank, size and collectives (see `train.launch`).
+    walks_url : str
+        Petastorm store of integer-encoded walks.
+    vocab_url : str
+        Parquet `(item_id, idx, count)` vocabulary.
+    out_url : str
+        Where rank 0 writes the vectors.
+    params : dict
+        `SgnsParams` fields.
+
+    Returns
+    -------
+    dict
+        This rank's metrics: rank, size, backend, walks, raw_tokens, pairs, ...
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
     import torch

@@ -16,6 +16,13 @@ memory O(edges) per worker, and nothing collected on the driver.
 
 Every random number is a hash of (seed, walk id, step, round, lane), so the same seed gives the same
 walks however Spark partitions the work.
+
+References
+----------
+B. Perozzi, R. Al-Rfou, S. Skiena. "DeepWalk: Online Learning of Social Representations." KDD 2014.
+A. Grover, J. Leskovec. "node2vec: Scalable Feature Learning for Networks." KDD 2016.
+K. Yang, M. Zhang, K. Chen, X. Ma, Y. Bai, Y. Jiang. "KnightKing: A Fast Distributed Graph Random
+Walk Engine." SOSP 2019 (rejection sampling of second-order steps).
 """
 
 from __future__ import annotations
@@ -36,7 +43,23 @@ _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 @dataclass
 class WalkParams:
-    """The walks' parameters, defaults and help in one place (`WalksConfig` is built on them)."""
+    """Parameters of `random_walks`.
+
+    Parameters
+    ----------
+    method : str
+        "deepwalk" (first order) or "node2vec" (second order; equals DeepWalk at p = q = 1).
+    num_walks : int
+        Walks started from every node.
+    walk_length : int
+        Nodes per walk, the start included (shorter at a node without out-edges).
+    p, q : float
+        node2vec's return and in-out parameters (> 0).
+    seed : int
+        Seed of the counter-based random numbers.
+    max_rounds : int
+        Rejection-sampling rounds per step; a walker still unplaced after them is an error.
+    """
 
     method: str = option(
         "deepwalk",
@@ -77,7 +100,22 @@ def _splitmix(x: np.ndarray) -> np.ndarray:
 
 
 def uniform(seed: int, walk_ids: np.ndarray, step: int, round_: int, lane: int) -> np.ndarray:
-    """Uniform [0, 1) numbers, a pure function of their arguments (no generator state)."""
+    """Uniform [0, 1) numbers, a pure function of their arguments (no generator state).
+
+    Parameters
+    ----------
+    seed : int
+        Walk seed.
+    walk_ids : numpy.ndarray
+        `(n,)` int64 walk ids.
+    step, round_, lane : int
+        Step of the walk, rejection round, and draw within the round.
+
+    Returns
+    -------
+    numpy.ndarray
+        `(n,)` float64 in [0, 1), 53 random bits each.
+    """
     h = _splitmix(np.full(walk_ids.shape, seed & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64))
     for part in (walk_ids.astype(np.uint64), np.uint64(step), np.uint64(round_), np.uint64(lane)):
         h = _splitmix(h ^ part)
@@ -87,6 +125,16 @@ def uniform(seed: int, walk_ids: np.ndarray, step: int, round_: int, lane: int) 
 # -- the graph in compressed sparse row form -------------------------------------------------------
 @dataclass
 class CsrGraph:
+    """A weighted directed graph in compressed-sparse-row form, nodes numbered by sorted name.
+
+    Parameters
+    ----------
+    names : numpy.ndarray
+        `(num_nodes,)` node names, sorted; index -> item id.
+    (other fields)
+        Row offsets, targets and cumulative weights, built by `CsrGraph.from_edges`.
+    """
+
     names: np.ndarray  # node names, sorted: index -> item id
     offsets: np.ndarray  # out-edges of node n are edges offsets[n]:offsets[n+1]
     dst: np.ndarray  # destination index per edge, sorted within a node
@@ -182,7 +230,22 @@ def _node2vec_step(graph: CsrGraph, walk_ids, cur, prev, step: int, params: Walk
 
 
 def walk_batch(graph: CsrGraph, walk_ids: np.ndarray, params: WalkParams) -> list[np.ndarray]:
-    """Walks for the given walk ids (start node = walk_id // num_walks), as arrays of node indices."""
+    """Walks for the given walk ids (start node = walk_id // num_walks), as arrays of node indices.
+
+    Parameters
+    ----------
+    graph : CsrGraph
+        The whole graph.
+    walk_ids : numpy.ndarray
+        `(n,)` int64 walk ids.
+    params : WalkParams
+        Method, length, p, q and seed.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        `n` int64 arrays of node indices, each of length 1..walk_length.
+    """
     n = len(walk_ids)
     length = max(1, params.walk_length)
     paths = np.full((n, length), -1, dtype=np.int64)
@@ -234,6 +297,27 @@ def random_walks(graph, params: WalkParams, scratch_uri: str, partitions: int | 
     The edges are first written once under `scratch_uri` (a folder on storage every executor reads,
     e.g. under the lake), then each task loads them from there. Returns a DataFrame that is computed
     lazily; the caller deletes `scratch_uri` after writing the walks.
+
+    Parameters
+    ----------
+    graph : DataFrame
+        `item_graph` edges `(src_item, dst_item, weight)`.
+    params : WalkParams
+        Walk method and sizes.
+    scratch_uri : str
+        Folder (URI) every executor can read, e.g. from `scratch_dir`.
+    partitions : int, optional
+        Spark tasks walking; default from the parallelism and the number of walks.
+
+    Returns
+    -------
+    DataFrame
+        `(walk_id: long, method: string, items: array<string>)`, `num_walks` walks per node.
+
+    Raises
+    ------
+    ValueError
+        On an unknown method, `num_walks` or `walk_length` < 1, or `p`, `q` <= 0.
     """
     from pyspark.sql import functions as F
 

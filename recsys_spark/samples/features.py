@@ -58,17 +58,54 @@ def _dense(names: tuple[str, ...], present: Column, extra: dict[str, Column] | N
 
 
 def new_id_dense(names: tuple[str, ...]) -> Column:
-    """The dense vector of an id with neither a profile row nor statistics: zeros with `is_new` = 1."""
+    """The dense vector of an id with neither a profile row nor statistics: zeros with `is_new` = 1.
+
+    Parameters
+    ----------
+    names : tuple of str
+        Names of the dense features, in vector order.
+
+    Returns
+    -------
+    Column
+        array<float> of `len(names)`: 1.0 at `is_new`, 0.0 elsewhere.
+    """
     return F.array(*[F.lit(1.0 if name == "is_new" else 0.0).cast("float") for name in names])
 
 
 def features_day(day: dt.date) -> dt.date:
-    """The statistics day a sample of `day` may use."""
+    """The statistics day a sample of `day` may use.
+
+    Parameters
+    ----------
+    day : datetime.date
+        The sample's day.
+
+    Returns
+    -------
+    datetime.date
+        The day before (statistics of `day` itself would leak the labels).
+    """
     return day - dt.timedelta(days=1)
 
 
 def user_features(users: DataFrame, user_stats: DataFrame, day: dt.date) -> DataFrame:
-    """`(user_id, gender, age_bucket, region, user_dense)` for every user seen in the profile or the stats."""
+    """`(user_id, gender, age_bucket, region, user_dense)` for every user seen in the profile or the stats.
+
+    Parameters
+    ----------
+    users : DataFrame
+        The `users` table.
+    user_stats : DataFrame
+        The `user_stats` table.
+    day : datetime.date
+        The sample's day; statistics of `features_day(day)` are used.
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, gender, age_bucket, region, user_dense: array<float>)`.
+    """
     stats = user_stats.filter(F.col("dt") == F.lit(features_day(day))).withColumn("_present", F.lit(True))
     profile = users.select("user_id", "gender", "age_bucket", "region")
     joined = profile.join(stats, "user_id", "full_outer")
@@ -82,7 +119,22 @@ def user_features(users: DataFrame, user_stats: DataFrame, day: dt.date) -> Data
 
 
 def item_features(items: DataFrame, item_stats: DataFrame, day: dt.date) -> DataFrame:
-    """`(item_id, category, author_id, item_dense)`; item age is measured at the start of `day`."""
+    """`(item_id, category, author_id, item_dense)`; item age is measured at the start of `day`.
+
+    Parameters
+    ----------
+    items : DataFrame
+        The `items` table.
+    item_stats : DataFrame
+        The `item_stats` table.
+    day : datetime.date
+        The sample's day; statistics of `features_day(day)` are used.
+
+    Returns
+    -------
+    DataFrame
+        `(item_id, category, author_id, item_dense: array<float>)`.
+    """
     stats = item_stats.filter(F.col("dt") == F.lit(features_day(day))).withColumn("_present", F.lit(True))
     profile = items.select("item_id", "category", "author_id", "created_ts")
     joined = profile.join(stats, "item_id", "full_outer")
@@ -103,6 +155,22 @@ def last_n_clicks(events: DataFrame, day: dt.date, n: int, lookback_days: int) -
 
     Only the `lookback_days` days before `day` are scanned (partition-pruned on `dt`); an item clicked
     several times counts once, at its latest click.
+
+    Parameters
+    ----------
+    events : DataFrame
+        The `events` table.
+    day : datetime.date
+        Clicks strictly before this day count.
+    n : int
+        History length.
+    lookback_days : int
+        Days before `day` scanned.
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, hist: array<string>)`, at most `n` item ids, most recent first.
     """
     first = day - dt.timedelta(days=lookback_days)
     clicks = (

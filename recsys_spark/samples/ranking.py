@@ -14,7 +14,19 @@ TASK_EVENTS: tuple[str, ...] = ("click", "like", "share", "comment", "follow", "
 
 
 def rank_examples(period_events: DataFrame) -> DataFrame:
-    """`(user_id, item_id, impressions, ts, label_click, label_like, ...)` for the shown pairs."""
+    """`(user_id, item_id, impressions, ts, label_click, label_like, ...)` for the shown pairs.
+
+    Parameters
+    ----------
+    period_events : DataFrame
+        The events of the sample period.
+
+    Returns
+    -------
+    DataFrame
+        One row per shown (user, item) pair: `impressions: int`, first `ts`, one 0/1 `label_<event>`
+        per event of `TASK_EVENTS`.
+    """
     labels = [
         F.max(F.when(F.col("event") == e, 1).otherwise(0)).cast("int").alias(f"label_{e}")
         for e in TASK_EVENTS

@@ -23,12 +23,36 @@ _MASK53 = (1 << 53) - 1
 
 
 def hash_uniform(seed: int, *keys: Column | str) -> Column:
-    """A deterministic uniform [0, 1) per row: the same keys and seed give the same number anywhere."""
+    """A deterministic uniform [0, 1) per row: the same keys and seed give the same number anywhere.
+
+    Parameters
+    ----------
+    seed : int
+        Seed.
+    *keys : Column or str
+        Columns hashed with the seed (xxhash64).
+
+    Returns
+    -------
+    Column
+        double in [0, 1), 53 bits of the hash.
+    """
     return (F.xxhash64(F.lit(seed), *keys).bitwiseAND(F.lit(_MASK53)).cast("double")) / float(1 << 53)
 
 
 def positives(period_events: DataFrame) -> DataFrame:
-    """`(user_id, item_id, weight)`: pairs with interest weight r > 0 in the period (DESIGN weights)."""
+    """`(user_id, item_id, weight)`: pairs with interest weight r > 0 in the period (DESIGN weights).
+
+    Parameters
+    ----------
+    period_events : DataFrame
+        The events of the sample period.
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id, weight: double)`, weight = Σ event weights > 0.
+    """
     return (
         period_events.select("user_id", "item_id", event_weight().alias("w"))
         .filter(F.col("w") > 0)
@@ -38,7 +62,18 @@ def positives(period_events: DataFrame) -> DataFrame:
 
 
 def engaged_or_shown(period_events: DataFrame) -> DataFrame:
-    """`(user_id, item_id)` of every pair with any event in the period: never a recall negative."""
+    """`(user_id, item_id)` of every pair with any event in the period: never a recall negative.
+
+    Parameters
+    ----------
+    period_events : DataFrame
+        The events of the sample period.
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id)`.
+    """
     return period_events.select("user_id", "item_id").distinct()
 
 
@@ -47,6 +82,18 @@ def sampling_slices(item_weights: DataFrame, buckets: int) -> tuple[DataFrame, C
 
     Returns `(item_id, lo, hi, total, bucket)` exploded over buckets. The running sum is one
     catalogue-sized window; `lo` is the previous item's `hi` itself, so slices tile [0, total) exactly.
+
+    Parameters
+    ----------
+    item_weights : DataFrame
+        `(item_id, w)` with w > 0.
+    buckets : int
+        Equal-width buckets of [0, total) used to join draws to slices.
+
+    Returns
+    -------
+    tuple of (DataFrame, Column)
+        The exploded slices and the bucket expression for a position in [0, total).
     """
     ordered = Window.orderBy("item_id")
     running = Window.orderBy("item_id").rowsBetween(Window.unboundedPreceding, Window.currentRow)
@@ -74,7 +121,22 @@ def _bucket_of(buckets: int):
 
 
 def draw_items(draws: DataFrame, item_weights: DataFrame, buckets: int = 1 << 16) -> DataFrame:
-    """Each row of `draws` (which holds a uniform `u` in [0, 1)) gets the `item_id` with P ∝ `w`."""
+    """Each row of `draws` (which holds a uniform `u` in [0, 1)) gets the `item_id` with P ∝ `w`.
+
+    Parameters
+    ----------
+    draws : DataFrame
+        Any columns plus `u: double` in [0, 1).
+    item_weights : DataFrame
+        `(item_id, w)` with w > 0.
+    buckets : int
+        Buckets of the slice join (see `sampling_slices`).
+
+    Returns
+    -------
+    DataFrame
+        The columns of `draws` plus `item_id`.
+    """
     slices, to_bucket = sampling_slices(item_weights, buckets)
     total = slices.select("total").limit(1)
     located = draws.crossJoin(F.broadcast(total)).withColumn("x", F.col("u") * F.col("total"))
@@ -98,6 +160,26 @@ def easy_negatives(
 
     A draw that hits an excluded pair (the user engaged with or was shown it) is dropped, not redrawn,
     so the realised ratio is slightly below `per_positive` for heavy users of hot items.
+
+    Parameters
+    ----------
+    pos : DataFrame
+        `(user_id, item_id, weight)` from `positives`.
+    item_clicks : DataFrame
+        `(item_id, clicks)` with clicks > 0.
+    exclude : DataFrame
+        `(user_id, item_id)` pairs never to return, from `engaged_or_shown`.
+    per_positive : int
+        Draws per positive; <= 0 gives none.
+    power : float
+        Exponent of clicks (0.75 as in word2vec's noise distribution).
+    seed : int
+        Seed of `hash_uniform`.
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id)`.
     """
     if per_positive <= 0:
         return pos.select("user_id", "item_id").limit(0)
@@ -127,6 +209,30 @@ def hard_negatives(
     ≤ `max_rank`; items in the history or in `exclude` are removed; the `skip_top` best remaining are
     skipped too (likely true interests not yet shown: false negatives), and from the rest
     `per_positive × (u's positives)` are picked at random (hash order).
+
+    Parameters
+    ----------
+    pos : DataFrame
+        `(user_id, item_id, weight)` from `positives`.
+    hist : DataFrame
+        `(user_id, hist: array<string>)` history items per user.
+    sim : DataFrame
+        Top-K item-item table `(item_id, sim_item_id, score, rank)`.
+    exclude : DataFrame
+        `(user_id, item_id)` pairs never to return, from `engaged_or_shown`.
+    per_positive : int
+        Hard negatives per positive; <= 0 gives none.
+    skip_top : int
+        Best remaining candidates skipped as likely false negatives.
+    max_rank : int
+        Neighbours of rank <= max_rank used.
+    seed : int
+        Seed of the random pick.
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id)`.
     """
     if per_positive <= 0:
         return pos.select("user_id", "item_id").limit(0)
@@ -168,7 +274,27 @@ def recall_examples(
     max_rank: int,
     seed: int,
 ) -> DataFrame:
-    """`(user_id, item_id, label, sample_type, weight)`: positives and both kinds of negatives."""
+    """`(user_id, item_id, label, sample_type, weight)`: positives and both kinds of negatives.
+
+    Parameters
+    ----------
+    period_events : DataFrame
+        The events of the sample period.
+    hist : DataFrame
+        `(user_id, hist)` history items per user (for hard negatives).
+    item_clicks : DataFrame
+        `(item_id, clicks)` with clicks > 0 (for easy negatives).
+    sim : DataFrame or None
+        Item-item channel for hard negatives; None gives no hard negatives.
+    easy_per_positive, hard_per_positive, power, skip_top, max_rank, seed
+        See `easy_negatives` and `hard_negatives`.
+
+    Returns
+    -------
+    DataFrame
+        `label` 1 (sample_type "positive", weight = interest weight) or 0 ("easy_negative",
+        "hard_negative", weight 1.0); one row per (user, item, sample_type).
+    """
     pos = positives(period_events).cache()
     exclude = engaged_or_shown(period_events)
     parts = [

@@ -24,6 +24,18 @@ def filter_users(interactions: DataFrame, min_user_items: int, max_user_items: i
 
     Adds `n_user` = |I_u| and, over the remaining users, `n_item` = |U_i| and `norm2` = Σ_u r_ui².
     Window counts keep this at one shuffle per key; a bot's rows are counted, never paired, here.
+
+    Parameters
+    ----------
+    interactions : DataFrame
+        `(user_id, item_id, r, last_ts)` from `interest_weights`.
+    min_user_items, max_user_items : int
+        Inclusive bounds on `|I_u|`.
+
+    Returns
+    -------
+    DataFrame
+        The input columns plus `n_user`, `n_item` (long) and `norm2` (double).
     """
     by_user = Window.partitionBy("user_id")
     by_item = Window.partitionBy("item_id")
@@ -40,6 +52,18 @@ def cap_users_per_item(r_set: DataFrame, max_users_per_item: int) -> DataFrame:
 
     Sorting an item's users is linear work in one task even for a very hot item; only pairing is
     quadratic, and pairing happens after this cap.
+
+    Parameters
+    ----------
+    r_set : DataFrame
+        `R` from `filter_users` (needs `item_id`, `user_id`, `last_ts`).
+    max_users_per_item : int
+        Users kept per item.
+
+    Returns
+    -------
+    DataFrame
+        The rows of `r_set` that are kept, same columns.
     """
     recent = Window.partitionBy("item_id").orderBy(F.col("last_ts").desc_nulls_last(), F.col("user_id"))
     return (
@@ -52,5 +76,20 @@ def cap_users_per_item(r_set: DataFrame, max_users_per_item: int) -> DataFrame:
 def filtered_interactions(
     interactions: DataFrame, min_user_items: int, max_user_items: int, max_users_per_item: int
 ) -> DataFrame:
-    """`T` with the per-entity columns of `R`: user filter first, then the per-item cap."""
+    """`T` with the per-entity columns of `R`: user filter first, then the per-item cap.
+
+    Parameters
+    ----------
+    interactions : DataFrame
+        `(user_id, item_id, r, last_ts)` from `interest_weights`.
+    min_user_items, max_user_items : int
+        Inclusive bounds on `|I_u|` (see `filter_users`).
+    max_users_per_item : int
+        Users kept per item (see `cap_users_per_item`).
+
+    Returns
+    -------
+    DataFrame
+        `T`: `(user_id, item_id, r, last_ts, n_user, n_item, norm2)`.
+    """
     return cap_users_per_item(filter_users(interactions, min_user_items, max_user_items), max_users_per_item)

@@ -7,6 +7,13 @@ co-occurrence sum Σ_u r_ui·r_uj on `T` (each item capped to its `max_users_per
 users). Users with more than `max_user_items` items are ignored: a bot's n items would otherwise add
 n²/2 pairs. `min_user_items` does not apply (a one-item user still counts in the norms).
 With integer event weights the dot products are integer sums, exact in any order.
+
+References
+----------
+B. Sarwar, G. Karypis, J. Konstan, J. Riedl. "Item-Based Collaborative Filtering Recommendation
+Algorithms." WWW 2001.
+G. Linden, B. Smith, J. York. "Amazon.com Recommendations: Item-to-Item Collaborative Filtering."
+IEEE Internet Computing 7(1), 2003.
 """
 
 from __future__ import annotations
@@ -22,8 +29,18 @@ from recsys_spark.similarity.params import SimilarityParams
 def itemcf_similarity(interactions: DataFrame, cfg: SimilarityParams) -> DataFrame:
     """Unordered item pairs `(item_id, sim_item_id, score)` with item_id < sim_item_id and score > 0.
 
-    `interactions` is `interest_weights(...)`; `cfg` supplies max_user_items, max_users_per_item,
-    block_size and pair_partitions (see `SimilarityConfig`).
+    Parameters
+    ----------
+    interactions : DataFrame
+        `(user_id, item_id, r, last_ts)` from `interest_weights` (only `r > 0` rows).
+    cfg : SimilarityConfig
+        Supplies max_user_items, max_users_per_item, block_size and pair_partitions.
+
+    Returns
+    -------
+    DataFrame
+        `(item_id: string, sim_item_id: string, score: double)`, one row per unordered pair,
+        `item_id < sim_item_id`, cosine `score` in (0, 1]; rank with `top_k` after `both_directions`.
     """
     kept = filtered_interactions(interactions, 1, cfg.max_user_items, cfg.max_users_per_item)
     per_user = kept.groupBy("user_id").agg(

@@ -14,6 +14,11 @@ Plan (three shuffles of pair data, each reduced before it moves):
    pair and stop here (most of them, on sparse data);
 3. per user pair with c ≥ 2, item pairs from the common list (blocked again) with term
    w_u·w_v / (alpha2 + c), summed exactly per item pair.
+
+References
+----------
+X. Yang, Y. Zhu, Y. Zhang, X. Wang, Q. Yuan. "Large Scale Product Graph Construction for
+Recommendation in E-commerce." arXiv:2010.05525, 2020 (Swing).
 """
 
 from __future__ import annotations
@@ -29,8 +34,24 @@ from recsys_spark.similarity.params import SimilarityParams
 def swing_similarity(interactions: DataFrame, cfg: SimilarityParams) -> DataFrame:
     """Unordered item pairs `(item_id, sim_item_id, score)` with item_id < sim_item_id and score > 0.
 
-    `cfg` supplies alpha1, alpha2, beta, min_user_items, max_user_items, max_users_per_item,
-    block_size and pair_partitions (see `SimilarityConfig`).
+    Parameters
+    ----------
+    interactions : DataFrame
+        `(user_id, item_id, r, last_ts)` from `interest_weights` (only `r > 0` rows).
+    cfg : SimilarityConfig
+        Supplies alpha1, alpha2, beta (all >= 0), min_user_items, max_user_items,
+        max_users_per_item, block_size and pair_partitions.
+
+    Returns
+    -------
+    DataFrame
+        `(item_id: string, sim_item_id: string, score: double)`, one row per unordered pair,
+        `item_id < sim_item_id`, `score > 0`; rank with `top_k` after `both_directions`.
+
+    Raises
+    ------
+    ValueError
+        If alpha1, alpha2 or beta is negative.
     """
     if cfg.alpha1 < 0 or cfg.alpha2 < 0 or cfg.beta < 0:
         raise ValueError("alpha1, alpha2 and beta must be >= 0")  # keeps every term in (0, 1]

@@ -7,6 +7,11 @@ penalty reflects an item's real popularity. The common items `I_u ∩ I_v` are t
 pair shares item l only when both are among l's `max_users_per_item` most recent users, which is
 what keeps a hot item from pairing all of its users. Users with more than `max_user_items` items are
 ignored; `min_user_items` does not apply (light users are the ones UserCF helps most).
+
+References
+----------
+J. S. Breese, D. Heckerman, C. Kadie. "Empirical Analysis of Predictive Algorithms for
+Collaborative Filtering." UAI 1998 (inverse user frequency: the 1/log(1 + |U_l|) penalty).
 """
 
 from __future__ import annotations
@@ -20,7 +25,21 @@ from recsys_spark.similarity.params import SimilarityParams
 
 
 def usercf_similarity(interactions: DataFrame, cfg: SimilarityParams) -> DataFrame:
-    """Unordered user pairs `(user_id, sim_user_id, score)` with user_id < sim_user_id and score > 0."""
+    """Unordered user pairs `(user_id, sim_user_id, score)` with user_id < sim_user_id and score > 0.
+
+    Parameters
+    ----------
+    interactions : DataFrame
+        `(user_id, item_id, r, last_ts)` from `interest_weights` (only `r > 0` rows).
+    cfg : SimilarityParams
+        Supplies max_user_items, max_users_per_item, block_size and pair_partitions.
+
+    Returns
+    -------
+    DataFrame
+        `(user_id: string, sim_user_id: string, score: double)`, one row per unordered pair,
+        `user_id < sim_user_id`, `score > 0`.
+    """
     kept = filtered_interactions(interactions, 1, cfg.max_user_items, cfg.max_users_per_item)
     per_item = kept.groupBy("item_id").agg(
         F.array_sort(F.collect_list(F.struct("user_id", "n_user"))).alias("users"),

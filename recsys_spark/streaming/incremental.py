@@ -33,6 +33,25 @@ def counters_for_days(events: DataFrame, days: Iterable[dt.date], updated_at: dt
 
     One `daily_counts_for` per day: each filter prunes to one `dt` partition, so the union reads every
     day once, and the definitions stay those of `recsys-spark stats` (docs/stats.md).
+
+    Parameters
+    ----------
+    events : DataFrame
+        The `events` table.
+    days : iterable of datetime.date
+        Days a micro-batch touched, at least one.
+    updated_at : datetime.datetime
+        Stamp written to every row.
+
+    Returns
+    -------
+    DataFrame
+        `daily_counts` columns (with `dt`) plus `updated_at: timestamp`.
+
+    Raises
+    ------
+    ValueError
+        If `days` is empty.
     """
     days = sorted(set(days))
     if not days:
@@ -54,6 +73,27 @@ def cooccurrence_for_days(
     event) adds 1 to (a, b) and 1 to (b, a). Only the day's own events count, so a session crossing
     midnight contributes its pairs to the day of both events and not the pair across midnight. No
     per-user cap: a count is what happened, and ItemCF-style consumers normalise it themselves.
+
+    Parameters
+    ----------
+    events : DataFrame
+        The `events` table.
+    days : iterable of datetime.date
+        Days a micro-batch touched, at least one.
+    updated_at : datetime.datetime
+        Stamp written to every row.
+    session_gap_minutes : float
+        Silence that ends a session without `session_id`.
+
+    Returns
+    -------
+    DataFrame
+        `(item_id, other_item_id, count: long, dt: date, updated_at: timestamp)`, both directions.
+
+    Raises
+    ------
+    ValueError
+        If `days` is empty.
     """
     days = sorted(set(days))
     if not days:
@@ -87,6 +127,20 @@ def item_neighbours(cooccurrence: DataFrame, items: Iterable[str], top_k: int = 
 
     `(item_id, other_item_id, count, rank)`, highest count first, ties by `other_item_id`: what a
     serving layer blends with the daily ItemCF list to give a hot new item neighbours within minutes.
+
+    Parameters
+    ----------
+    cooccurrence : DataFrame
+        `stream_cooccurrence` rows (any days).
+    items : iterable of str
+        Item ids to look up.
+    top_k : int
+        Neighbours kept per item.
+
+    Returns
+    -------
+    DataFrame
+        `(item_id, other_item_id, count, rank: int)`, rank 1 = most co-occurring.
     """
     from pyspark.sql import Window
 

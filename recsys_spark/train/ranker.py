@@ -5,6 +5,15 @@ features of the (user, item) pair together. DIN weighs each history item by its 
 candidate instead of averaging the history; the DCN-v2 cross network learns explicit feature crosses
 next to a plain deep MLP; MMoE lets click and like share experts while each task gates them its own way,
 so a sparse task (like) borrows from a dense one (click) without forcing one shared representation.
+
+References
+----------
+G. Zhou, X. Zhu, C. Song, Y. Fan, H. Zhu, X. Ma, Y. Yan, J. Jin, H. Li, K. Gai. "Deep Interest
+Network for Click-Through Rate Prediction." KDD 2018 (DIN).
+R. Wang, R. Shivanna, D. Cheng, S. Jain, D. Lin, L. Hong, E. Chi. "DCN V2: Improved Deep & Cross
+Network and Practical Lessons for Web-scale Learning to Rank Systems." WWW 2021 (DCN-v2).
+J. Ma, Z. Zhao, X. Yi, J. Chen, L. Hong, E. Chi. "Modeling Task Relationships in Multi-task
+Learning with Multi-gate Mixture-of-Experts." KDD 2018 (MMoE).
 """
 
 from __future__ import annotations
@@ -20,13 +29,33 @@ from .features import USER_KEYS, FeatureSizes
 
 
 class CrossNetwork(nn.Module):
-    """DCN-v2 full-rank cross layers: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l."""
+    """DCN-v2 full-rank cross layers: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l.
+
+    Parameters
+    ----------
+    dim : int
+        Input width (every layer keeps it).
+    layers : int
+        Number of cross layers.
+    """
 
     def __init__(self, dim: int, layers: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
 
     def forward(self, x0: Tensor) -> Tensor:
+        """Apply the cross layers.
+
+        Parameters
+        ----------
+        x0 : Tensor
+            `(batch, dim)` input features.
+
+        Returns
+        -------
+        Tensor
+            `(batch, dim)`.
+        """
         x = x0
         for layer in self.layers:
             x = x0 * layer(x) + x
@@ -34,7 +63,21 @@ class CrossNetwork(nn.Module):
 
 
 class MMoE(nn.Module):
-    """Shared expert MLPs, one softmax gate over the experts per task, one tower (-> 1 logit) per task."""
+    """Shared expert MLPs, one softmax gate over the experts per task, one tower (-> 1 logit) per task.
+
+    Parameters
+    ----------
+    in_dim : int
+        Input width.
+    n_tasks, n_experts : int
+        Tasks (gates and towers) and shared experts.
+    expert_hidden : tuple of int
+        Hidden widths of each expert MLP.
+    expert_dim : int
+        Output width of each expert.
+    tower_hidden : tuple of int
+        Hidden widths of each task tower.
+    """
 
     def __init__(
         self,
@@ -52,10 +95,33 @@ class MMoE(nn.Module):
         self.towers = nn.ModuleList(mlp(expert_dim, tower_hidden, 1) for _ in range(n_tasks))
 
     def gate_weights(self, x: Tensor) -> Tensor:
-        """[B, n_tasks, n_experts], each task's row summing to 1."""
+        """Per-task softmax weights over the experts.
+
+        Parameters
+        ----------
+        x : Tensor
+            `(batch, in_dim)`.
+
+        Returns
+        -------
+        Tensor
+            `(batch, n_tasks, n_experts)`, each task's row summing to 1.
+        """
         return torch.softmax(self.gates(x).view(-1, self.n_tasks, self.n_experts), dim=-1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """One logit per task from the gated mixture of the experts.
+
+        Parameters
+        ----------
+        x : Tensor
+            `(batch, in_dim)`.
+
+        Returns
+        -------
+        Tensor
+            `(batch, n_tasks)` logits.
+        """
         outs: list[Tensor] = []
         for expert in self.experts:
             outs.append(expert(x))
@@ -69,10 +135,27 @@ class MMoE(nn.Module):
 class Ranker(RecModel):
     """Logits for every task of (user, candidate item) pairs.
 
-    Hyperparameters: `emb_dim` width of every embedding (16), `attn_hidden` DIN attention MLP ((32,)),
-    `cross_layers` (2), `deep` MLP beside the cross network ((128, 64)), `experts` (4),
-    `expert_hidden` ((64,)), `expert_dim` (32), `tower_hidden` ((32,)), `tasks` (("click", "like")),
-    `emb_std` embedding init std (0.05).
+    DIN attention pools the history against the candidate, a DCN-v2 cross network and a deep MLP
+    run side by side on all features, and MMoE gives each task its own mixture of shared experts.
+
+    Parameters
+    ----------
+    sizes : FeatureSizes
+        Vocabulary sizes and dense widths of the training store.
+    emb_dim : int
+        Width of every embedding (16).
+    attn_hidden : tuple of int
+        DIN attention MLP ((32,)).
+    cross_layers : int
+        DCN-v2 cross layers (2).
+    deep : tuple of int
+        MLP beside the cross network ((128, 64)).
+    experts, expert_hidden, expert_dim, tower_hidden
+        MMoE sizes (4, (64,), 32, (32,)).
+    tasks : tuple of str
+        Task names, non-empty and distinct (("click", "like")).
+    emb_std : float
+        Embedding init std (0.05).
     """
 
     kind = "ranker"
@@ -204,7 +287,24 @@ class Ranker(RecModel):
         hist: Tensor,
         item_idx: Tensor,
     ) -> Tensor:
-        """[B, n_tasks] logits in `tasks` order."""
+        """Logits of (user, candidate) pairs.
+
+        Parameters
+        ----------
+        user_idx, gender_idx, age_idx, region_idx : Tensor
+            `(batch,)` int64 indices (0 = unknown).
+        user_dense : Tensor
+            `(batch, user_dense_dim)` float user features.
+        hist : Tensor
+            `(batch, hist_len)` int64 item indices of the last clicks, 0 = padding.
+        item_idx : Tensor
+            `(batch,)` int64 candidate item indices.
+
+        Returns
+        -------
+        Tensor
+            `(batch, n_tasks)` logits in `tasks` order.
+        """
         return self.mmoe(self._hidden(user_idx, gender_idx, age_idx, region_idx, user_dense, hist, item_idx))
 
     def _args(self, batch: dict[str, Tensor]) -> list[Tensor]:
@@ -212,25 +312,82 @@ class Ranker(RecModel):
 
     @torch.jit.unused
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """`score_logits` on a batch dict, split by task.
+
+        Parameters
+        ----------
+        batch : dict of str to Tensor
+            `USER_KEYS` tensors and `item_idx` (see `score_logits`).
+
+        Returns
+        -------
+        dict of str to Tensor
+            Task -> `(batch,)` logits.
+        """
         logits = self.score_logits(*self._args(batch))
         return {task: logits[:, k] for k, task in enumerate(self.tasks)}
 
     def gate_weights(self, batch: dict[str, Tensor]) -> Tensor:
-        """MMoE gate weights [B, n_tasks, n_experts]."""
+        """MMoE gate weights.
+
+        Parameters
+        ----------
+        batch : dict of str to Tensor
+            As for `forward`.
+
+        Returns
+        -------
+        Tensor
+            `(batch, n_tasks, n_experts)`.
+        """
         return self.mmoe.gate_weights(self._hidden(*self._args(batch)))
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """Σ over tasks of the mean binary cross-entropy against `label_<task>`."""
+        """Σ over tasks of the mean binary cross-entropy against `label_<task>`.
+
+        Parameters
+        ----------
+        batch : dict of str to Tensor
+            As for `forward`, plus float `label_<task>` `(batch,)` per task.
+
+        Returns
+        -------
+        Tensor
+            Scalar loss.
+        """
         logits = self(batch)
         return sum(F.binary_cross_entropy_with_logits(logits[t], batch[f"label_{t}"]) for t in self.tasks)
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Probabilities per task, without gradients.
+
+        Parameters
+        ----------
+        batch : dict of str to Tensor
+            As for `forward`.
+
+        Returns
+        -------
+        dict of str to Tensor
+            Task -> `(batch,)` probabilities.
+        """
         return {task: torch.sigmoid(logit) for task, logit in self(batch).items()}
 
     def export_scorer(self, f: str | IO[bytes]) -> None:
-        """TorchScript `forward(user_idx, gender_idx, age_idx, region_idx, user_dense, hist, item_idx)`
-        -> probabilities [B, n_tasks] in `tasks` order."""
+        """Save the scorer as TorchScript for online serving.
+
+        Parameters
+        ----------
+        f : str or binary file
+            Destination.
+
+        Returns
+        -------
+        None
+            The saved module's `forward(user_idx, gender_idx, age_idx, region_idx, user_dense, hist,
+            item_idx)` returns probabilities `(batch, n_tasks)` in `tasks` order.
+        """
         torch.jit.save(torch.jit.script(_Scorer(self)), f)
 
 

@@ -5,6 +5,14 @@ searched with an ANN index while the user tower runs online (it is exported as T
 click history reuses the item-id table, so a user's history and the items they click live in one space.
 Training is an in-batch sampled softmax with logQ correction: popular items show up as in-batch
 negatives far more often than uniformly sampled ones, and subtracting log q(item) removes that bias.
+
+References
+----------
+P. Covington, J. Adams, E. Sargin. "Deep Neural Networks for YouTube Recommendations." RecSys 2016
+(two-stage recall then ranking, a user tower over pooled history).
+X. Yi, J. Yang, L. Hong, D. Z. Cheng, L. Heldt, A. Kumthekar, Z. Zhao, L. Wei, E. Chi.
+"Sampling-Bias-Corrected Neural Modeling for Large Corpus Item Recommendations." RecSys 2019
+(two towers, in-batch softmax, logQ correction).
 """
 
 from __future__ import annotations
@@ -22,9 +30,22 @@ from .features import USER_KEYS, FeatureSizes
 class TwoTower(RecModel):
     """User tower and item tower ending in L2-normalised `out_dim` vectors.
 
-    Hyperparameters: `id_dim` user/item id embedding width (32), `side_dim` width of the gender, age,
-    region, category and author embeddings (8), `hidden` MLP widths of each tower ((128, 64)),
-    `out_dim` (32), `temperature` of the softmax (0.05), `emb_std` embedding init std (0.05).
+    Parameters
+    ----------
+    sizes : FeatureSizes
+        Vocabulary sizes and dense widths of the training store.
+    id_dim : int
+        User/item id embedding width (32).
+    side_dim : int
+        Width of the gender, age, region, category and author embeddings (8).
+    hidden : tuple of int
+        MLP widths of each tower ((128, 64)).
+    out_dim : int
+        Width of both towers' output vectors (32).
+    temperature : float
+        Softmax temperature (0.05).
+    emb_std : float
+        Embedding init std (0.05).
     """
 
     kind = "two_tower"
@@ -83,6 +104,22 @@ class TwoTower(RecModel):
         user_dense: Tensor,
         hist: Tensor,
     ) -> Tensor:
+        """User vectors from the user features and the mean of the history's item embeddings.
+
+        Parameters
+        ----------
+        user_idx, gender_idx, age_idx, region_idx : Tensor
+            `(batch,)` int64 indices (0 = unknown).
+        user_dense : Tensor
+            `(batch, user_dense_dim)` float user features.
+        hist : Tensor
+            `(batch, hist_len)` int64 item indices of the last clicks, 0 = padding.
+
+        Returns
+        -------
+        Tensor
+            `(batch, out_dim)`, L2-normalised.
+        """
         pooled = masked_mean(self.item_emb(hist), hist != 0)
         x = torch.cat(
             [
@@ -99,6 +136,18 @@ class TwoTower(RecModel):
 
     @torch.jit.export
     def encode_item(self, item_idx: Tensor) -> Tensor:
+        """Item vectors from the item id, category, author and dense features.
+
+        Parameters
+        ----------
+        item_idx : Tensor
+            `(n,)` int64 item indices.
+
+        Returns
+        -------
+        Tensor
+            `(n, out_dim)`, L2-normalised.
+        """
         x = torch.cat(
             [
                 self.item_emb(item_idx),
@@ -111,14 +160,49 @@ class TwoTower(RecModel):
         return F.normalize(self.item_mlp(x), dim=1)
 
     def user_vectors(self, batch: dict[str, Tensor]) -> Tensor:
+        """`encode_user` on a batch dict.
+
+        Parameters
+        ----------
+        batch : dict of str to Tensor
+            Holds the `USER_KEYS` tensors (see `encode_user`).
+
+        Returns
+        -------
+        Tensor
+            `(batch, out_dim)`.
+        """
         return self.encode_user(*(batch[k] for k in USER_KEYS))
 
     def item_vectors(self, item_idx: Tensor) -> Tensor:
+        """`encode_item`.
+
+        Parameters
+        ----------
+        item_idx : Tensor
+            `(n,)` int64 item indices.
+
+        Returns
+        -------
+        Tensor
+            `(n, out_dim)`.
+        """
         return self.encode_item(item_idx)
 
     @torch.no_grad()
     def all_item_vectors(self, chunk: int = 4096) -> Tensor:
-        """[n_items, out_dim] for every item index, row 0 being the unknown item."""
+        """Vectors of the whole catalogue, computed `chunk` items at a time without gradients.
+
+        Parameters
+        ----------
+        chunk : int
+            Items encoded per step.
+
+        Returns
+        -------
+        Tensor
+            `(n_items, out_dim)`, row i for item index i, row 0 being the unknown item.
+        """
         n = self.sizes.n_items
         device = self.item_category.device
         return torch.cat(
@@ -131,6 +215,21 @@ class TwoTower(RecModel):
         `log_q[i]` is the log of item i's sampling probability (e.g. its share of positives). A batch
         without positives gives a zero that still depends on every parameter, so gradient all-reduce
         sees the same tensors on every rank.
+
+            loss = Σ_pos w · CE(softmax_c(<u, v_c> / temperature − log q_c), positive) / Σ_pos w
+
+        Parameters
+        ----------
+        batch : dict of str to Tensor
+            `USER_KEYS` tensors, `item_idx` `(batch,)`, `label` `(batch,)` (1 = positive) and
+            `weight` `(batch,)`.
+        log_q : Tensor
+            `(n_items,)` log sampling probability per item index.
+
+        Returns
+        -------
+        Tensor
+            Scalar loss.
         """
         pos = batch["label"] == 1
         if not bool(pos.any()):
@@ -143,7 +242,19 @@ class TwoTower(RecModel):
         return (weight * ce).sum() / weight.sum().clamp_min(1e-12)
 
     def export_user_tower(self, f: str | IO[bytes]) -> None:
-        """TorchScript `forward(user_idx, gender_idx, age_idx, region_idx, user_dense, hist)` -> [B, out_dim]."""
+        """Save the user tower as TorchScript for online serving.
+
+        Parameters
+        ----------
+        f : str or binary file
+            Destination.
+
+        Returns
+        -------
+        None
+            The saved module's `forward(user_idx, gender_idx, age_idx, region_idx, user_dense, hist)`
+            returns `(batch, out_dim)`.
+        """
         torch.jit.save(torch.jit.script(_UserTower(self)), f)
 
 
