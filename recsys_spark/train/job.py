@@ -198,6 +198,40 @@ def _publish_vectors(spark, lake, staging: str, version: str, drop: list[str]) -
     )
 
 
+def publish_full(
+    spark, lake, registry: Registry, staging: str, entry: dict, keep_versions: int, vectors: bool
+) -> None:
+    version = entry["version"]
+    latest = registry.latest()
+    current = (latest.get("full") or {}).get("version", "")
+    keep = sorted({*registry.versions(FULL), version})[-keep_versions:]
+    expired = [v for v in registry.versions(FULL) if v not in keep]
+    old_inc = [v for v in registry.versions(INCREMENTAL)]
+    if vectors:
+        _publish_vectors(spark, lake, staging, version, expired + old_inc)
+    if version >= current:  # re-running an older day must not roll serving back
+        registry.publish(staging, FULL, version, {"full": entry, "incremental": None, "serving": version})
+        for v in old_inc:
+            registry.drop(INCREMENTAL, v)
+    else:
+        registry.publish(staging, FULL, version, latest)
+    for v in expired:
+        registry.drop(FULL, v)
+
+
+def publish_incremental(
+    spark, lake, registry: Registry, staging: str, entry: dict, latest: dict, vectors: bool
+) -> None:
+    version = entry["version"]
+    previous = registry.versions(INCREMENTAL)
+    if vectors:
+        _publish_vectors(spark, lake, staging, version, [v for v in previous if v != version])
+    registry.publish(staging, INCREMENTAL, version, {**latest, "incremental": entry, "serving": version})
+    for v in previous:
+        if v != version:
+            registry.drop(INCREMENTAL, v)
+
+
 def _write_manifest(staging: str, manifest: dict) -> None:
     from recsys_spark.lake.commit import filesystem
 
@@ -249,22 +283,8 @@ def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
             "watermark": watermark.isoformat(),
         }
         _write_manifest(staging, summary)
-        latest = registry.latest()
-        current = (latest.get("full") or {}).get("version", "")
-        keep = sorted({*registry.versions(FULL), version})[-cfg.keep_versions :]
-        expired = [v for v in registry.versions(FULL) if v not in keep]
-        old_inc = [v for v in registry.versions(INCREMENTAL)]
-        if cfg.model == "two_tower":
-            _publish_vectors(spark, lake, staging, version, expired + old_inc)
         entry = {"version": version, "date": str(day), "watermark": watermark.isoformat(), "base": base}
-        if version >= current:  # re-running an older day must not roll serving back
-            registry.publish(staging, FULL, version, {"full": entry, "incremental": None, "serving": version})
-            for v in old_inc:
-                registry.drop(INCREMENTAL, v)
-        else:
-            registry.publish(staging, FULL, version, latest)
-        for v in expired:
-            registry.drop(FULL, v)
+        publish_full(spark, lake, registry, staging, entry, cfg.keep_versions, cfg.model == "two_tower")
     finally:
         from recsys_spark.lake.commit import remove_dir
 
@@ -320,14 +340,8 @@ def run_incremental(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
             "sizes": sizes,
         }
         _write_manifest(staging, summary)
-        previous = registry.versions(INCREMENTAL)
-        if cfg.model == "two_tower":
-            _publish_vectors(spark, lake, staging, version, [v for v in previous if v != version])
         entry = {"version": version, "base": full["version"], "watermark": watermark_next}
-        registry.publish(staging, INCREMENTAL, version, {**latest, "incremental": entry, "serving": version})
-        for v in previous:
-            if v != version:
-                registry.drop(INCREMENTAL, v)
+        publish_incremental(spark, lake, registry, staging, entry, latest, cfg.model == "two_tower")
     finally:
         from recsys_spark.lake.commit import remove_dir
 
