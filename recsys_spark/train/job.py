@@ -17,7 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import sys
 import time
+import uuid
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -26,7 +28,14 @@ from pyspark.sql import functions as F
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE, features_day, item_features
 from recsys_spark.samples.job import SamplesConfig, build_samples, stats_of
-from recsys_spark.train.registry import FULL, INCREMENTAL, Registry
+from recsys_spark.train.registry import (
+    FULL,
+    INCREMENTAL,
+    Registry,
+    RegistryConflict,
+    full_update,
+    incremental_update,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +192,10 @@ def train_version(
     return results, spec["rows"], spec["sizes"]
 
 
-def _publish_vectors(spark, lake, staging: str, version: str, drop: list[str]) -> int | None:
-    vectors = spark.read.parquet(f"{staging}/item_vectors.parquet")
-    vocab = spark.read.parquet(f"{staging}/vocab/item").select(
+def _publish_vectors(spark, lake, folder: str, version: str) -> int | None:
+    """Commit the rows of `version` as their own `item_vectors` partition; other versions' rows stay."""
+    vectors = spark.read.parquet(f"{folder}/item_vectors.parquet")
+    vocab = spark.read.parquet(f"{folder}/vocab/item").select(
         F.col("id").alias("item_id"), F.col("idx").alias("item_idx")
     )
     rows = vectors.join(vocab, "item_idx").select("item_id", F.lit(version).alias("model_version"), "vector")
@@ -193,43 +203,60 @@ def _publish_vectors(spark, lake, staging: str, version: str, drop: list[str]) -
         "item_vectors",
         rows,
         "model_version",
-        [version, *drop],
+        [version],
         metadata={"recsys.job": "train", "recsys.model_version": version},
     )
 
 
+@dataclass
+class LakeItemVectors:
+    """The registry's view of the `item_vectors` table (a `VectorStore` of train/registry.py)."""
+
+    spark: object
+    lake: object
+
+    def commit(self, version: str, folder_url: str) -> None:
+        _publish_vectors(self.spark, self.lake, folder_url, version)
+
+    def versions(self) -> set[str]:
+        if not self.lake.exists("item_vectors"):
+            return set()
+        # The partition column only: one row per model version, bounded by the versions, not the data.
+        rows = self.lake.read("item_vectors").select("model_version").distinct().collect()
+        return {r[0] for r in rows}
+
+    def drop(self, versions: list[str]) -> None:
+        if not versions or not self.lake.exists("item_vectors"):
+            return
+        empty = self.spark.createDataFrame([], self.lake.read("item_vectors").schema)
+        meta = {"recsys.job": "train", "recsys.dropped_versions": ",".join(versions)}
+        self.lake.overwrite_partitions("item_vectors", empty, "model_version", versions, metadata=meta)
+
+
 def publish_full(
     spark, lake, registry: Registry, staging: str, entry: dict, keep_versions: int, vectors: bool
-) -> None:
-    version = entry["version"]
-    latest = registry.latest()
-    current = (latest.get("full") or {}).get("version", "")
-    keep = sorted({*registry.versions(FULL), version})[-keep_versions:]
-    expired = [v for v in registry.versions(FULL) if v not in keep]
-    old_inc = [v for v in registry.versions(INCREMENTAL)]
-    if vectors:
-        _publish_vectors(spark, lake, staging, version, expired + old_inc)
-    if version >= current:  # re-running an older day must not roll serving back
-        registry.publish(staging, FULL, version, {"full": entry, "incremental": None, "serving": version})
-        for v in old_inc:
-            registry.drop(INCREMENTAL, v)
-    else:
-        registry.publish(staging, FULL, version, latest)
-    for v in expired:
-        registry.drop(FULL, v)
+) -> dict:
+    """Publish a full version: it serves unless a newer full is in (a backfill switches nothing and
+    drops nothing a pointer references). Returns the pointer in force afterwards."""
+    store = LakeItemVectors(spark, lake) if vectors else None
+    return registry.publish(staging, FULL, entry["version"], full_update(entry), store, keep_versions)
 
 
 def publish_incremental(
-    spark, lake, registry: Registry, staging: str, entry: dict, latest: dict, vectors: bool
-) -> None:
-    version = entry["version"]
-    previous = registry.versions(INCREMENTAL)
-    if vectors:
-        _publish_vectors(spark, lake, staging, version, [v for v in previous if v != version])
-    registry.publish(staging, INCREMENTAL, version, {**latest, "incremental": entry, "serving": version})
-    for v in previous:
-        if v != version:
-            registry.drop(INCREMENTAL, v)
+    spark,
+    lake,
+    registry: Registry,
+    staging: str,
+    entry: dict,
+    latest: dict,
+    vectors: bool,
+    keep_versions: int = 7,
+) -> dict:
+    """Publish an incremental trained from the pointer `latest`; RegistryConflict if its full or the
+    incremental slot changed since (switching would roll another publish back)."""
+    store = LakeItemVectors(spark, lake) if vectors else None
+    update = incremental_update(entry, latest)
+    return registry.publish(staging, INCREMENTAL, entry["version"], update, store, keep_versions)
 
 
 def _write_manifest(staging: str, manifest: dict) -> None:
@@ -283,13 +310,27 @@ def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
             "watermark": watermark.isoformat(),
         }
         _write_manifest(staging, summary)
-        entry = {"version": version, "date": str(day), "watermark": watermark.isoformat(), "base": base}
-        publish_full(spark, lake, registry, staging, entry, cfg.keep_versions, cfg.model == "two_tower")
+        # `id` is unique per publish: an incremental trained on a re-run's predecessor sees the change.
+        entry = {
+            "version": version,
+            "date": str(day),
+            "watermark": watermark.isoformat(),
+            "base": base,
+            "id": uuid.uuid4().hex,
+        }
+        pointer = publish_full(
+            spark, lake, registry, staging, entry, cfg.keep_versions, cfg.model == "two_tower"
+        )
+    except RegistryConflict as exc:
+        print(f"train {cfg.model} full: NOT published: {exc}", file=sys.stderr)
+        return 1
     finally:
         from recsys_spark.lake.commit import remove_dir
 
         remove_dir(staging)
     _print(summary, results)
+    if pointer.get("serving") != version and (pointer.get("full") or {}).get("version") != version:
+        print(f"  backfill: {version} published, {pointer.get('serving')} stays the serving version")
     return 0
 
 
@@ -321,9 +362,11 @@ def run_incremental(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
     samples_cfg = SamplesConfig(date=cfg.date, history_length=cfg.hist_len, hard_negative_channel=channel)
     recall, rank = build_samples(lake, cfg.date, samples_cfg, period_events=period)
     samples = recall if cfg.model == "two_tower" else rank
-    seq = 1 + sum(1 for v in registry.versions(INCREMENTAL) if v.startswith(f"inc-{cfg.date}-"))
+    # Past the highest sequence number in use (folders of superseded updates are deleted, so no count).
+    taken = [v for v in registry.versions(INCREMENTAL) if v.startswith(f"inc-{cfg.date}-")]
     if inc and inc["version"].startswith(f"inc-{cfg.date}-"):
-        seq = max(seq, int(inc["version"].rsplit("-", 1)[1]) + 1)
+        taken.append(inc["version"])
+    seq = 1 + max((int(v.rsplit("-", 1)[1]) for v in taken), default=0)
     version = f"inc-{cfg.date}-{seq:03d}"
     staging = registry.staging_url()
     watermark_next = (new_watermark + dt.timedelta(microseconds=1)).isoformat()
@@ -334,14 +377,25 @@ def run_incremental(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
         summary = {
             **_summarise(cfg, version, results, rows, time.time() - started),
             "base": full["version"],
+            "base_id": full.get("id"),
             "started_from": base,
             "since": since.isoformat(),
             "watermark": watermark_next,
             "sizes": sizes,
         }
         _write_manifest(staging, summary)
-        entry = {"version": version, "base": full["version"], "watermark": watermark_next}
-        publish_incremental(spark, lake, registry, staging, entry, latest, cfg.model == "two_tower")
+        entry = {
+            "version": version,
+            "base": full["version"],
+            "base_id": full.get("id"),
+            "watermark": watermark_next,
+        }
+        publish_incremental(
+            spark, lake, registry, staging, entry, latest, cfg.model == "two_tower", cfg.keep_versions
+        )
+    except RegistryConflict as exc:
+        print(f"train {cfg.model} incremental: NOT published: {exc}", file=sys.stderr)
+        return 1
     finally:
         from recsys_spark.lake.commit import remove_dir
 
