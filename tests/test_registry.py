@@ -11,9 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from registry_fakes import _full, _stage
 
 from recsys_spark.train.job import publish_full, publish_incremental
 from recsys_spark.train.registry import (
@@ -26,30 +25,6 @@ from recsys_spark.train.registry import (
 )
 
 ROOT = str(Path(__file__).resolve().parents[1])
-
-
-def _stage(registry: Registry, version: str, base_id: str | None = None, items: int = 4) -> str:
-    """A complete fake version folder in staging: manifest, item vectors and the item vocabulary."""
-    staging = registry.staging_url()
-    os.makedirs(f"{staging}/vocab/item")
-    manifest = {"version": version, "base_id": base_id}
-    Path(staging, "manifest.json").write_text(json.dumps(manifest))
-    vectors = pa.table(
-        {
-            "item_idx": pa.array(range(1, items + 1), pa.int64()),
-            "vector": pa.array([[1.0, 0.0]] * items, pa.list_(pa.float32())),
-        }
-    )
-    pq.write_table(vectors, f"{staging}/item_vectors.parquet")
-    vocab = pa.table(
-        {"id": [f"i{i}" for i in range(1, items + 1)], "idx": pa.array(range(1, items + 1), pa.int64())}
-    )
-    pq.write_table(vocab, f"{staging}/vocab/item/part-0.parquet")
-    return staging
-
-
-def _full(version: str) -> dict:
-    return {"version": version, "date": version[5:], "watermark": "", "base": None, "id": f"id-{version}"}
 
 
 def _inc(version: str, full: dict) -> dict:
@@ -184,8 +159,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
-sys.path.insert(0, sys.argv[1])
-from tests.test_registry import _full, _stage
+sys.path[:0] = [sys.argv[1], sys.argv[1] + "/tests"]
+from registry_fakes import _full, _stage
 from recsys_spark.train.registry import FULL, KILL_ENV, Registry, full_update
 
 
@@ -235,8 +210,13 @@ registry.publish(_stage(registry, second), FULL, second, full_update(full), stor
 STEPS = ["placed", "vectors", "pointer", "latest", "gc", "none"]
 
 
-@pytest.mark.parametrize("step", STEPS)
-@pytest.mark.parametrize("second", ["full-2026-11-02", "full-2026-11-01"], ids=["new", "rerun"])
+CASES = [("full-2026-11-02", step) for step in STEPS]  # a new version over the serving one
+CASES += [("full-2026-11-01", step) for step in ("placed", "vectors", "latest")]  # re-run of the serving one
+
+
+@pytest.mark.parametrize(
+    ("second", "step"), CASES, ids=[f"{'new' if s[-1] == '2' else 'rerun'}-{k}" for s, k in CASES]
+)
 def test_sigkill_at_any_publish_step_leaves_a_complete_serving_version(spark, tmp_path, step, second):
     from recsys_spark.lake.delta import Lake
 
