@@ -3,10 +3,13 @@
 - `full` (daily): warm-starts from the newest full version of an earlier day (its vocabularies are
   kept and extended), trains `--epochs` (default 1) over day D's shuffled samples, and publishes
   `full-D`: checkpoint, TorchScript export (user tower / scorer), item vectors into `item_vectors`,
-  then switches `LATEST.json`. The incremental slot is dropped: the next incremental starts from it.
+  then switches the registry pointer (compare-and-swap, train/registry.py). The incremental slot is
+  dropped: the next incremental starts from it. A backfill (a day before the current full) publishes
+  its version and leaves `serving` and everything the pointer references alone.
 - `incremental` (every few minutes): builds samples from the events newer than the last update's
   watermark, trains only the ID embeddings (dense layers frozen; new users and items get rows), and
-  publishes to the single incremental slot on top of the current full version.
+  publishes to the single incremental slot on top of the current full version; if another publish
+  changed the full version or the slot meanwhile, it publishes nothing and exits 1 naming the conflict.
 
 Spark prepares everything (vocabularies, encoded Parquet store, item features); the PyTorch ranks
 read the store through Petastorm and are started by `train/launch.py` (Horovod by default).
