@@ -233,6 +233,18 @@ class Lake:
             table, df, "replace_partitions", metadata=metadata, partition_column=column, values=wanted
         )
 
+    def drop_partitions(
+        self, table: str, column: str, values: Iterable, metadata: dict[str, str] | None = None
+    ) -> int:
+        """Remove the partitions `column IN values` as one new version, without the publish gate.
+
+        Removing what no reader references publishes no data, so there is nothing to validate (a
+        gate's "there are rows" check would otherwise refuse every clean-up of the last rows).
+        """
+        wanted = sorted({str(v) for v in values})
+        empty = self.spark.createDataFrame([], self.read(table).schema)
+        return self._write(table, empty, "replace_partitions", metadata, column, wanted, gated=False)
+
     def _write(
         self,
         table,
@@ -242,6 +254,7 @@ class Lake:
         partition_column: str | None = None,
         values: Sequence[str] | None = None,
         app_transaction=None,
+        gated: bool = True,
     ):
         schema = table_schema(table)
         partition_by: tuple[str, ...] = ()
@@ -259,7 +272,7 @@ class Lake:
 
             df = df.filter(F.col(partition_column).cast("string").isin(list(values or [])))
         meta = {"recsys.table": table, **(metadata or {})}
-        check = self._gate_check(table, mode, partition_column, values, meta)
+        check = self._gate_check(table, mode, partition_column, values, meta) if gated else None
         if self.engine == "spark":
             return self._write_spark(table, df, mode, partition_by, values, meta, check, app_transaction)
         version = self._committer(table).write(

@@ -419,7 +419,10 @@ class BatchProcessor:
                 launcher="local",
             )
             try:
-                train_job.run(train_cfg, self.spark, self.lake)
+                if train_job.run(train_cfg, self.spark, self.lake):
+                    # Lost the registry's compare-and-swap to another publisher (the stream is not in the
+                    # Airflow pool): nothing was published; the next batch trains on the new pointer.
+                    log.warning("incremental %s update not published: the registry changed meanwhile", model)
             except UsageError as exc:  # e.g. no full version yet: retrying every batch would only spam
                 log.warning("incremental %s update disabled for this run: %s", model, exc)
                 self.models_disabled.add(model)

@@ -3,10 +3,13 @@
 - `full` (daily): warm-starts from the newest full version of an earlier day (its vocabularies are
   kept and extended), trains `--epochs` (default 1) over day D's shuffled samples, and publishes
   `full-D`: checkpoint, TorchScript export (user tower / scorer), item vectors into `item_vectors`,
-  then switches `LATEST.json`. The incremental slot is dropped: the next incremental starts from it.
+  then switches the registry pointer (compare-and-swap, train/registry.py). The incremental slot is
+  dropped: the next incremental starts from it. A backfill (a day before the current full) publishes
+  its version and leaves `serving` and everything the pointer references alone.
 - `incremental` (every few minutes): builds samples from the events newer than the last update's
   watermark, trains only the ID embeddings (dense layers frozen; new users and items get rows), and
-  publishes to the single incremental slot on top of the current full version.
+  publishes to the single incremental slot on top of the current full version; if another publish
+  changed the full version or the slot meanwhile, it publishes nothing and exits 1 naming the conflict.
 
 Spark prepares everything (vocabularies, encoded Parquet store, item features); the PyTorch ranks
 read the store through Petastorm and are started by `distributed.py` (Horovod by default).
@@ -18,7 +21,9 @@ import dataclasses
 import datetime as dt
 import json
 import logging
+import sys
 import time
+import uuid
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -29,7 +34,14 @@ from recsys_spark.config import GatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE, features_day, item_features
 from recsys_spark.samples.job import SamplesConfig, build_samples, stats_of
-from recsys_spark.train.registry import FULL, INCREMENTAL, Registry
+from recsys_spark.train.registry import (
+    FULL,
+    INCREMENTAL,
+    Registry,
+    RegistryConflict,
+    full_update,
+    incremental_update,
+)
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +205,10 @@ def train_version(
     return results, spec["rows"], spec["sizes"]
 
 
-def _publish_vectors(spark, lake, staging: str, version: str, drop: list[str]) -> int | None:
-    vectors = spark.read.parquet(f"{staging}/item_vectors.parquet")
-    vocab = spark.read.parquet(f"{staging}/vocab/item").select(
+def _publish_vectors(spark, lake, folder: str, version: str) -> int | None:
+    """Commit the rows of `version` as their own `item_vectors` partition; other versions' rows stay."""
+    vectors = spark.read.parquet(f"{folder}/item_vectors.parquet")
+    vocab = spark.read.parquet(f"{folder}/vocab/item").select(
         F.col("id").alias("item_id"), F.col("idx").alias("item_idx")
     )
     rows = vectors.join(vocab, "item_idx").select("item_id", F.lit(version).alias("model_version"), "vector")
@@ -203,9 +216,59 @@ def _publish_vectors(spark, lake, staging: str, version: str, drop: list[str]) -
         "item_vectors",
         rows,
         "model_version",
-        [version, *drop],
+        [version],
         metadata={"recsys.job": "train", "recsys.model_version": version},
     )
+
+
+@dataclass
+class LakeItemVectors:
+    """The registry's view of the `item_vectors` table (a `VectorStore` of train/registry.py)."""
+
+    spark: object
+    lake: object
+
+    def commit(self, version: str, folder_url: str) -> None:
+        _publish_vectors(self.spark, self.lake, folder_url, version)
+
+    def versions(self) -> set[str]:
+        if not self.lake.exists("item_vectors"):
+            return set()
+        # The partition column only: one row per model version, bounded by the versions, not the data.
+        rows = self.lake.read("item_vectors").select("model_version").distinct().collect()
+        return {r[0] for r in rows}
+
+    def drop(self, versions: list[str]) -> None:
+        if not versions or not self.lake.exists("item_vectors"):
+            return
+        meta = {"recsys.job": "train", "recsys.dropped_versions": ",".join(versions)}
+        self.lake.drop_partitions("item_vectors", "model_version", versions, metadata=meta)
+
+
+def publish_full(
+    spark, lake, registry: Registry, staging: str, entry: dict, keep_versions: int, vectors: bool
+) -> dict:
+    """Publish a full version: it serves unless a newer full is in (a backfill switches nothing and
+    drops nothing a pointer references). Returns the pointer in force afterwards."""
+    store = LakeItemVectors(spark, lake) if vectors else None
+    return registry.publish(staging, FULL, entry["version"], full_update(entry), store, keep_versions)
+
+
+def publish_incremental(
+    spark,
+    lake,
+    registry: Registry,
+    staging: str,
+    entry: dict,
+    latest: dict,
+    vectors: bool,
+    keep_versions: int = 7,
+) -> dict:
+    """Publish an incremental trained from the pointer `latest`; RegistryConflict if its full or the
+    incremental slot changed since (switching would roll another publish back)."""
+    store = LakeItemVectors(spark, lake) if vectors else None
+    update = incremental_update(entry, latest)
+    return registry.publish(staging, INCREMENTAL, entry["version"], update, store, keep_versions)
 
 
 def _write_manifest(staging: str, manifest: dict) -> None:
@@ -257,27 +320,27 @@ def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
             "watermark": watermark.isoformat(),
         }
         _write_manifest(staging, summary)
-        latest = registry.latest()
-        current = (latest.get("full") or {}).get("version", "")
-        keep = sorted({*registry.versions(FULL), version})[-cfg.keep_versions :]
-        expired = [v for v in registry.versions(FULL) if v not in keep]
-        old_inc = [v for v in registry.versions(INCREMENTAL)]
-        if cfg.model == "two_tower":
-            _publish_vectors(spark, lake, staging, version, expired + old_inc)
-        entry = {"version": version, "date": str(day), "watermark": watermark.isoformat(), "base": base}
-        if version >= current:  # re-running an older day must not roll serving back
-            registry.publish(staging, FULL, version, {"full": entry, "incremental": None, "serving": version})
-            for v in old_inc:
-                registry.drop(INCREMENTAL, v)
-        else:
-            registry.publish(staging, FULL, version, latest)
-        for v in expired:
-            registry.drop(FULL, v)
+        # `id` is unique per publish: an incremental trained on a re-run's predecessor sees the change.
+        entry = {
+            "version": version,
+            "date": str(day),
+            "watermark": watermark.isoformat(),
+            "base": base,
+            "id": uuid.uuid4().hex,
+        }
+        pointer = publish_full(
+            spark, lake, registry, staging, entry, cfg.keep_versions, cfg.model == "two_tower"
+        )
+    except RegistryConflict as exc:
+        print(f"train {cfg.model} full: NOT published: {exc}", file=sys.stderr)
+        return 1
     finally:
         from recsys_spark.lake.commit import remove_dir
 
         remove_dir(staging)
     _print(summary, results)
+    if pointer.get("serving") != version and (pointer.get("full") or {}).get("version") != version:
+        print(f"  backfill: {version} published, {pointer.get('serving')} stays the serving version")
     return 0
 
 
@@ -309,9 +372,11 @@ def run_incremental(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
     )
     recall, rank = build_samples(lake, cfg.date, samples_cfg, period_events=period)
     samples = recall if cfg.model == "two_tower" else rank
-    seq = 1 + sum(1 for v in registry.versions(INCREMENTAL) if v.startswith(f"inc-{cfg.date}-"))
+    # Past the highest sequence number in use (folders of superseded updates are deleted, so no count).
+    taken = [v for v in registry.versions(INCREMENTAL) if v.startswith(f"inc-{cfg.date}-")]
     if inc and inc["version"].startswith(f"inc-{cfg.date}-"):
-        seq = max(seq, int(inc["version"].rsplit("-", 1)[1]) + 1)
+        taken.append(inc["version"])
+    seq = 1 + max((int(v.rsplit("-", 1)[1]) for v in taken), default=0)
     version = f"inc-{cfg.date}-{seq:03d}"
     staging = registry.staging_url()
     watermark_next = (new_watermark + dt.timedelta(microseconds=1)).isoformat()
@@ -322,20 +387,25 @@ def run_incremental(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
         summary = {
             **_summarise(cfg, version, results, rows, time.time() - started),
             "base": full["version"],
+            "base_id": full.get("id"),
             "started_from": base,
             "since": since.isoformat(),
             "watermark": watermark_next,
             "sizes": sizes,
         }
         _write_manifest(staging, summary)
-        previous = registry.versions(INCREMENTAL)
-        if cfg.model == "two_tower":
-            _publish_vectors(spark, lake, staging, version, [v for v in previous if v != version])
-        entry = {"version": version, "base": full["version"], "watermark": watermark_next}
-        registry.publish(staging, INCREMENTAL, version, {**latest, "incremental": entry, "serving": version})
-        for v in previous:
-            if v != version:
-                registry.drop(INCREMENTAL, v)
+        entry = {
+            "version": version,
+            "base": full["version"],
+            "base_id": full.get("id"),
+            "watermark": watermark_next,
+        }
+        publish_incremental(
+            spark, lake, registry, staging, entry, latest, cfg.model == "two_tower", cfg.keep_versions
+        )
+    except RegistryConflict as exc:
+        print(f"train {cfg.model} incremental: NOT published: {exc}", file=sys.stderr)
+        return 1
     finally:
         from recsys_spark.lake.commit import remove_dir
 
