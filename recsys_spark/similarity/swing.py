@@ -11,8 +11,8 @@ as DESIGN.md defines it:
 - `I_u`, in w_u and in `|I_u ∩ I_v|`, is the user's whole item set (on `R`, before the cap): a user
   the cap drops from a hot item still shares that item with everyone else who engaged with it.
 
-Plan (three shuffles of pair data, each reduced before it moves; no item's whole user list is ever
-paired, only its capped one):
+Plan (three shuffles of pair data and one join, each reduced before it moves; no item's whole
+user list is ever paired, only its capped one):
 1. per item, the sorted list of kept users → user pairs (item, u, v, w_u·w_v), blocked (`pairs`);
 2. per user pair: the sorted list of items that kept both, its size k, and the number of those items
    that are cold (`|U_l| ≤ max_users_per_item`, so the cap dropped nobody there). Pairs with k < 2
