@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 from collections import defaultdict
+from fractions import Fraction
 
 import pytest
 from pyspark.sql import functions as F
@@ -42,7 +43,9 @@ EVENTS = [
 ]
 
 
-# -- brute-force references ---------------------------------------------------------------------
+# -- brute-force references, written from the definitions in DESIGN.md ------------------------
+# They loop over users, pairs and sets the way the formulas read; they share no code and no
+# intermediate set with the implementation.
 def ref_interactions(events, date, window_days):
     """{(u, i): (r, last_ts)} from (u, i, event, ts) tuples."""
     first = date - dt.timedelta(days=window_days - 1) if window_days else None
@@ -55,78 +58,91 @@ def ref_interactions(events, date, window_days):
     return {k: (v, last[k]) for k, v in r.items() if v > 0}
 
 
-def ref_sets(inter, min_items, max_items, cap):
-    """R: users with min..max items; T: per item its `cap` most recent users (ts desc, user asc)."""
-    n_items = defaultdict(int)
-    for u, _ in inter:
-        n_items[u] += 1
-    r_set = {k: v for k, v in inter.items() if min_items <= n_items[k[0]] <= max_items}
-    users = defaultdict(list)
-    for (u, i), (_, ts) in r_set.items():
-        users[i].append((-ts.timestamp(), u))
-    t_set = {(u, i) for i, lst in users.items() for _, u in sorted(lst)[:cap]}
-    return r_set, t_set
+def ref_item_sets(inter, min_items, max_items):
+    """I_u: the whole item set (r > 0) of every user with min..max items; other users are ignored."""
+    items = defaultdict(set)
+    for u, i in inter:
+        items[u].add(i)
+    return {u: s for u, s in items.items() if min_items <= len(s) <= max_items}
 
 
-def index(pairs):
-    by_first, by_second = defaultdict(set), defaultdict(set)
-    for a, b in pairs:
-        by_first[a].add(b)
-        by_second[b].add(a)
-    return by_first, by_second
+def ref_user_sets(items_of):
+    """U_i: every (kept) user of item i."""
+    users = defaultdict(set)
+    for u, s in items_of.items():
+        for i in s:
+            users[i].add(u)
+    return users
+
+
+def ref_capped(inter, users_of, cap):
+    """U_i after max_users_per_item: its `cap` most recent users (latest positive event), ties by user_id."""
+    return {
+        i: set(sorted(us, key=lambda u: (-inter[(u, i)][1].timestamp(), u))[:cap])
+        for i, us in users_of.items()
+    }
 
 
 def ref_itemcf(inter, p):
-    r_set, t_set = ref_sets(inter, 1, p.max_user_items, p.max_users_per_item)
-    norm2 = defaultdict(float)
-    for (_, i), (r, _) in r_set.items():
-        norm2[i] += r * r
-    _, users_of = index(t_set)
+    """{(i, j): (exact key, score)}: cosine over the capped users; the key is cos² as a Fraction."""
+    items_of = ref_item_sets(inter, 1, p.max_user_items)
+    capped = ref_capped(inter, ref_user_sets(items_of), p.max_users_per_item)
+
+    def r(u, i):
+        return Fraction(inter[(u, i)][0])
+
     out = {}
-    for i, j in itertools.combinations(sorted(users_of), 2):
-        dot = sum(r_set[(u, i)][0] * r_set[(u, j)][0] for u in users_of[i] & users_of[j])
+    for i, j in itertools.combinations(sorted(capped), 2):
+        dot = sum((r(u, i) * r(u, j) for u in capped[i] & capped[j]), Fraction(0))
         if dot > 0:
-            out[(i, j)] = dot / (math.sqrt(norm2[i]) * math.sqrt(norm2[j]))
+            na = sum(r(u, i) ** 2 for u in capped[i])
+            nb = sum(r(u, j) ** 2 for u in capped[j])
+            out[(i, j)] = (dot**2 / (na * nb), float(dot) / math.sqrt(na * nb))
     return out
 
 
 def ref_usercf(inter, p):
-    r_set, t_set = ref_sets(inter, 1, p.max_user_items, p.max_users_per_item)
-    n_user, n_item = index(r_set)
-    items_of, _ = index(t_set)
+    """{(u, v): (score, score)}: common items are those that kept both users under the cap."""
+    items_of = ref_item_sets(inter, 1, p.max_user_items)
+    users_of = ref_user_sets(items_of)
+    capped = ref_capped(inter, users_of, p.max_users_per_item)
     out = {}
     for u, v in itertools.combinations(sorted(items_of), 2):
-        common = items_of[u] & items_of[v]
+        common = [i for i in items_of[u] & items_of[v] if {u, v} <= capped[i]]
         if common:
-            s = math.fsum(1 / math.log(1 + len(n_item[item])) for item in common)
-            out[(u, v)] = s / math.sqrt(len(n_user[u]) * len(n_user[v]))
+            s = math.fsum(1 / math.log(1 + len(users_of[i])) for i in common)
+            s /= math.sqrt(len(items_of[u]) * len(items_of[v]))
+            out[(u, v)] = (s, s)
     return out
 
 
 def ref_swing(inter, p):
-    r_set, t_set = ref_sets(inter, p.min_user_items, p.max_user_items, p.max_users_per_item)
-    n_user, _ = index(r_set)
-    w = {u: (p.alpha1 + len(items)) ** -p.beta for u, items in n_user.items()}
-    items_of, users_of = index(t_set)
+    """{(i, j): (score, score)}: Σ_{u<v in capped U_i ∩ U_j} w_u·w_v / (alpha2 + |I_u ∩ I_v|), whole I_u."""
+    items_of = ref_item_sets(inter, p.min_user_items, p.max_user_items)
+    capped = ref_capped(inter, ref_user_sets(items_of), p.max_users_per_item)
+    w = {u: (p.alpha1 + len(s)) ** -p.beta for u, s in items_of.items()}
     out = {}
-    for i, j in itertools.combinations(sorted(users_of), 2):
-        both = sorted(users_of[i] & users_of[j])
+    for i, j in itertools.combinations(sorted(capped), 2):
         terms = [
             w[u] * w[v] / (p.alpha2 + len(items_of[u] & items_of[v]))
-            for u, v in itertools.combinations(both, 2)
+            for u, v in itertools.combinations(sorted(capped[i] & capped[j]), 2)
         ]
         if terms:
-            out[(i, j)] = math.fsum(terms)
+            s = math.fsum(terms)
+            out[(i, j)] = (s, s)
     return out
 
 
 def ref_top_k(sims, k):
+    """Per id: highest score first (by the exact key), ties by the other id ascending; never self."""
     lists = defaultdict(list)
-    for (a, b), s in sims.items():
+    for (a, b), (key, s) in sims.items():
         if s > 0 and a != b:
-            lists[a].append((b, s))
-            lists[b].append((a, s))
-    return {a: sorted(lst, key=lambda x: (-x[1], x[0]))[:k] for a, lst in lists.items()}
+            lists[a].append((b, key, s))
+            lists[b].append((a, key, s))
+    return {
+        a: [(o, s) for o, _, s in sorted(lst, key=lambda x: (-x[1], x[0]))[:k]] for a, lst in lists.items()
+    }
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -179,7 +195,7 @@ def assert_same_top_k(df, id_col, other_col, ref, k):
 def assert_same_scores(df, a, b, ref):
     got = {(r[a], r[b]): r["score"] for r in df.collect()}
     assert set(got) == set(ref)
-    for key, s in ref.items():
+    for key, (_, s) in ref.items():
         assert got[key] == pytest.approx(s, rel=1e-9), key
 
 
@@ -193,6 +209,14 @@ CASES = {  # seed: (options, window_days, hot item, bot user)
         True,
         True,
     ),
+    # A hot item (and ordinary ones) far over a small cap, light users and a bot left out: the cap
+    # drops users from items, while |I_u|, |I_u ∩ I_v| (Swing) stay whole and ItemCF norms follow it.
+    4: (
+        dict(max_users_per_item=5, min_user_items=3, max_user_items=10, block_size=3, alpha2=0.5, top_k=5),
+        0,
+        True,
+        True,
+    ),
 }
 ALGOS = {
     "itemcf": (itemcf_similarity, ref_itemcf, "item_id", "sim_item_id"),
@@ -201,8 +225,9 @@ ALGOS = {
 }
 
 
+@pytest.mark.parametrize("algo", sorted(ALGOS))
 @pytest.mark.parametrize("seed", sorted(CASES))
-def test_spark_equals_reference(spark, seed):
+def test_spark_equals_reference(spark, seed, algo):
     options, window, hot, bot = CASES[seed]
     p = params(**options)
     events = random_events(seed, hot=hot, bot=bot)
@@ -210,17 +235,62 @@ def test_spark_equals_reference(spark, seed):
     inter = ref_interactions(events, date, window)
     spark_inter = interest_weights(events_df(spark, events), date, window).cache()
     assert {(r.user_id, r.item_id): r.r for r in spark_inter.collect()} == {k: v[0] for k, v in inter.items()}
-    for compute, reference, id_col, other_col in ALGOS.values():
-        ref = reference(inter, p)
-        assert ref, "the random case must produce pairs"
-        pairs = compute(spark_inter, p).cache()
-        assert_same_scores(pairs, id_col, other_col, ref)
-        ranked = top_k(
-            both_directions(pairs, id_col, other_col, id_col, other_col), id_col, other_col, p.top_k
-        )
-        assert_same_top_k(ranked, id_col, other_col, ref, p.top_k)
-        pairs.unpersist()
+    compute, reference, id_col, other_col = ALGOS[algo]
+    if p.max_users_per_item < 1000:  # the case must exercise the cap: some item loses users to it
+        users = defaultdict(int)
+        for u, i in inter:
+            users[i] += u in ref_item_sets(inter, p.min_user_items, p.max_user_items)
+        assert max(users.values()) > p.max_users_per_item
+    ref = reference(inter, p)
+    assert ref, "the random case must produce pairs"
+    pairs = compute(spark_inter, p).cache()
+    assert_same_scores(pairs, id_col, other_col, ref)
+    ranked = top_k(both_directions(pairs, id_col, other_col, id_col, other_col), id_col, other_col, p.top_k)
+    assert_same_top_k(ranked, id_col, other_col, ref, p.top_k)
+    pairs.unpersist()
     spark_inter.unpersist()
+
+
+def itemcf_lists(spark, events, **options):
+    inter = interest_weights(events_df(spark, events), DAY0.date(), 0)
+    pairs = itemcf_similarity(inter, params(**options))
+    ranked = top_k(
+        both_directions(pairs, "item_id", "sim_item_id", "item_id", "sim_item_id"),
+        "item_id",
+        "sim_item_id",
+        10,
+    )
+    return {k: [(o, s) for o, s, _ in v] for k, v in spark_lists(ranked, "item_id", "sim_item_id").items()}
+
+
+def test_itemcf_identical_hot_items_score_exactly_one(spark):
+    # 10 users click both h1 and h2 (same recency order on both), the cap keeps 4: the dot product
+    # and both norms run over the same 4 users, so the cosine is 1, not 4/10.
+    events = [
+        (f"u{u}", item, "click", DAY0 + dt.timedelta(minutes=u)) for u in range(10) for item in ("h1", "h2")
+    ]
+    events += [("u9", "x", "like", DAY0)]  # a third item, so that 1 must also outrank it
+    lists = itemcf_lists(spark, events, max_users_per_item=4)
+    assert lists["h1"][0] == ("h2", 1.0) and lists["h2"][0] == ("h1", 1.0)
+    ref = ref_top_k(ref_itemcf(ref_interactions(events, DAY0.date(), 0), params(max_users_per_item=4)), 10)
+    assert [o for o, _ in lists["h1"]] == [o for o, _ in ref["h1"]]
+
+
+def test_itemcf_mathematically_tied_scores_are_bit_equal_and_fall_to_the_id_order(spark):
+    # a = {u1: 1, u2: 1}, b = {u1: 1}, c = {u1: 7}: cos(a,b) = 1/sqrt(1·2) and cos(a,c) = 7/sqrt(2·49)
+    # are both 1/sqrt(2); computed as dot/(sqrt(na)·sqrt(nb)) or dot/sqrt(na·nb) they differ by one
+    # ulp and c would outrank b. Tied, b comes first (id order) with the very same double.
+    events = [
+        ("u1", "a", "click", DAY0),
+        ("u2", "a", "click", DAY0),
+        ("u1", "b", "click", DAY0),
+        ("u1", "c", "purchase", DAY0),
+        ("u1", "c", "share", DAY0),
+    ]
+    lists = itemcf_lists(spark, events)
+    assert [o for o, _ in lists["a"]] == ["b", "c"]
+    assert lists["a"][0][1] == lists["a"][1][1] == math.sqrt(0.5)
+    assert lists["b"] == [("c", 1.0), ("a", math.sqrt(0.5))]
 
 
 def test_window_days_keeps_only_the_window(spark):

@@ -2,11 +2,18 @@
 
     sim(i,j) = Σ_u r_ui·r_uj / (sqrt(Σ_u r_ui²) · sqrt(Σ_u r_uj²))
 
-Norms Σ_u r_ui² are taken on `R` (all users passing the user filter, see `interactions`); the
-co-occurrence sum Σ_u r_ui·r_uj on `T` (each item capped to its `max_users_per_item` most recent
-users). Users with more than `max_user_items` items are ignored: a bot's n items would otherwise add
-n²/2 pairs. `min_user_items` does not apply (a one-item user still counts in the norms).
-With integer event weights the dot products are integer sums, exact in any order.
+Every sum runs over the same users of an item: its `max_users_per_item` most recent ones (the set
+`T`, see `interactions`), so two items with identical users score exactly 1 whatever the cap drops.
+Users with more than `max_user_items` items are ignored: a bot's n items would otherwise add n²/2
+pairs. `min_user_items` does not apply (a one-item user still counts).
+
+Exact ties: the score is computed as `sqrt(dot² / (na·nb))`. With integer event weights (the
+defaults) `dot`, `na`, `nb` are integer sums, exact in any order, and `dot²`, `na·nb` stay exact
+below 2^53; the division then rounds the exact rational cos² once and `sqrt` rounds once more, so the
+double depends only on the value of cos², and mathematically equal scores are bit-equal (identical
+items give sqrt(1) = 1) and fall to the id order in `top_k`. `dot/(sqrt(na)·sqrt(nb))` or
+`dot/sqrt(na·nb)` do not: 1/sqrt(1·2) and 7/sqrt(2·49) differ there by one ulp. Both steps are
+monotone, so a higher cosine never gets a lower double.
 
 References
 ----------
@@ -52,6 +59,5 @@ def itemcf_similarity(interactions: DataFrame, cfg: SimilarityParams) -> DataFra
         F.max("l.norm2").alias("na"),
         F.max("r.norm2").alias("nb"),
     )
-    return dots.select(
-        "item_id", "sim_item_id", (F.col("dot") / (F.sqrt("na") * F.sqrt("nb"))).alias("score")
-    ).filter(F.col("score") > 0)
+    cos2 = (F.col("dot") * F.col("dot")) / (F.col("na") * F.col("nb"))
+    return dots.select("item_id", "sim_item_id", F.sqrt(cos2).alias("score")).filter(F.col("score") > 0)

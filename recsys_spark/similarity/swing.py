@@ -3,17 +3,27 @@
     sim(i,j) = Σ_{u<v; u,v ∈ U_i ∩ U_j} w_u·w_v / (alpha2 + |I_u ∩ I_v|)
     w_u = (alpha1 + |I_u|)^(-beta)
 
-- Users outside `[min_user_items, max_user_items]` items are ignored (the set `R`, see `interactions`).
-- `|I_u|` in w_u is taken on `R`, before the per-item cap: it measures the user's whole activity.
-- `U_i`, `U_j` and `|I_u ∩ I_v|` are taken on `T`, after each item keeps its `max_users_per_item`
-  most recent users: u and v share item l only if both are kept on l.
+as DESIGN.md defines it:
 
-Plan (three shuffles of pair data, each reduced before it moves):
+- Users outside `[min_user_items, max_user_items]` items are ignored (the set `R`, see `interactions`).
+- The cap shrinks only `U_i`: an item pair (i, j) gets the user pairs of `U_i ∩ U_j` taken on `T`,
+  each item keeping its `max_users_per_item` most recent users.
+- `I_u`, in w_u and in `|I_u ∩ I_v|`, is the user's whole item set (on `R`, before the cap): a user
+  the cap drops from a hot item still shares that item with everyone else who engaged with it.
+
+Plan (three shuffles of pair data and one join, each reduced before it moves; no item's whole
+user list is ever paired, only its capped one):
 1. per item, the sorted list of kept users → user pairs (item, u, v, w_u·w_v), blocked (`pairs`);
-2. per user pair: c = |I_u ∩ I_v| and the sorted list of common items; pairs with c < 2 name no item
-   pair and stop here (most of them, on sparse data);
-3. per user pair with c ≥ 2, item pairs from the common list (blocked again) with term
-   w_u·w_v / (alpha2 + c), summed exactly per item pair.
+2. per user pair: the sorted list of items that kept both, its size k, and the number of those items
+   that are cold (`|U_l| ≤ max_users_per_item`, so the cap dropped nobody there). Pairs with k < 2
+   name no item pair and stop here (most of them, on sparse data);
+3. `|I_u ∩ I_v|` = (cold items shared: all counted in step 2) + (hot items shared: `H_u ∩ H_v`,
+   where `H_u` is the sorted array of u's hot items, kept on them or not). Only the user pairs
+   left after step 2 are joined to `H` (one row per user with a hot item, at most `max_user_items`
+   long), so the cap still bounds the work;
+4. per user pair with k ≥ 2, item pairs from the kept common list (blocked again) with term
+   w_u·w_v / (alpha2 + |I_u ∩ I_v|), summed exactly per item pair (`exact_sum`), so a score is a
+   function of its multiset of terms: pairs built alike tie to the bit, whatever the partitioning.
 
 References
 ----------
@@ -26,7 +36,7 @@ from __future__ import annotations
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recsys_spark.similarity.interactions import filtered_interactions
+from recsys_spark.similarity.interactions import filter_users, recency_rank
 from recsys_spark.similarity.pairs import blocked_pairs, exact_sum, exact_value
 from recsys_spark.similarity.params import SimilarityParams
 
@@ -56,13 +66,23 @@ def swing_similarity(interactions: DataFrame, cfg: SimilarityParams) -> DataFram
     if cfg.alpha1 < 0 or cfg.alpha2 < 0 or cfg.beta < 0:
         raise ValueError("alpha1, alpha2 and beta must be >= 0")  # keeps every term in (0, 1]
     parts = cfg.pair_partitions or None
-    kept = filtered_interactions(interactions, cfg.min_user_items, cfg.max_user_items, cfg.max_users_per_item)
-    weight = F.pow(F.lit(float(cfg.alpha1)) + F.col("n_user"), F.lit(-float(cfg.beta)))
-    per_item = kept.groupBy("item_id").agg(
-        F.array_sort(F.collect_list(F.struct(F.col("user_id"), weight.alias("w")))).alias("users")
+    ranked = recency_rank(filter_users(interactions, cfg.min_user_items, cfg.max_user_items))
+    is_hot = F.col("n_item") > F.lit(cfg.max_users_per_item)  # the cap drops some of its users
+    hot_items = (
+        ranked.filter(is_hot).groupBy("user_id").agg(F.array_sort(F.collect_list("item_id")).alias("hot"))
     )
-    user_pairs = blocked_pairs(per_item, ["item_id"], "users", cfg.block_size, parts).select(
+    weight = F.pow(F.lit(float(cfg.alpha1)) + F.col("n_user"), F.lit(-float(cfg.beta)))
+    per_item = (
+        ranked.filter(F.col("pos") <= cfg.max_users_per_item)
+        .groupBy("item_id")
+        .agg(
+            F.array_sort(F.collect_list(F.struct(F.col("user_id"), weight.alias("w")))).alias("users"),
+            F.max(is_hot.cast("int")).alias("hot"),
+        )
+    )
+    user_pairs = blocked_pairs(per_item, ["item_id", "hot"], "users", cfg.block_size, parts).select(
         "item_id",
+        "hot",
         F.col("l.user_id").alias("u"),
         F.col("r.user_id").alias("v"),
         (F.col("l.w") * F.col("r.w")).alias("wuv"),
@@ -70,14 +90,30 @@ def swing_similarity(interactions: DataFrame, cfg: SimilarityParams) -> DataFram
     common = (
         user_pairs.groupBy("u", "v")
         .agg(
-            F.count(F.lit(1)).alias("c"),
+            F.count(F.lit(1)).alias("k"),
+            F.sum(1 - F.col("hot")).alias("cold"),
             F.max("wuv").alias("wuv"),
             F.array_sort(F.collect_list("item_id")).alias("items"),
         )
-        .filter(F.col("c") >= 2)
-        .withColumn("term", F.col("wuv") / (F.lit(float(cfg.alpha2)) + F.col("c")))
+        .filter(F.col("k") >= 2)
     )
-    item_pairs = blocked_pairs(common, ["u", "v", "term"], "items", cfg.block_size, parts)
+    hot_u = hot_items.select(F.col("user_id").alias("u"), F.col("hot").alias("hot_u"))
+    hot_v = hot_items.select(F.col("user_id").alias("v"), F.col("hot").alias("hot_v"))
+    shared_hot = F.when(
+        F.col("hot_u").isNotNull() & F.col("hot_v").isNotNull(),
+        F.size(F.array_intersect("hot_u", "hot_v")),
+    ).otherwise(F.lit(0))
+    terms = (
+        common.join(hot_u, "u", "left")
+        .join(hot_v, "v", "left")
+        .select(
+            "u",
+            "v",
+            "items",
+            (F.col("wuv") / (F.lit(float(cfg.alpha2)) + (F.col("cold") + shared_hot))).alias("term"),
+        )
+    )
+    item_pairs = blocked_pairs(terms, ["u", "v", "term"], "items", cfg.block_size, parts)
     sums = item_pairs.groupBy(F.col("l").alias("item_id"), F.col("r").alias("sim_item_id")).agg(
         *exact_sum(F.col("term"), "s")
     )
