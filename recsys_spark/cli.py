@@ -83,6 +83,12 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "Structured Streaming ingest of landed event files, exactly once.",
     ),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
+    "maintain": (
+        "recsys_spark.lake.maintain",
+        "MaintainConfig",
+        "run",
+        "Compact small files, vacuum past the retention, remove killed jobs' leftovers.",
+    ),
     "tables": (
         "recsys_spark.lake.show",
         "TablesConfig",
@@ -166,6 +172,7 @@ def main(argv: Sequence[str] | None = None, spark=None) -> int:
     module_name, _, run_name, _ = JOBS[job]
     run = getattr(importlib.import_module(module_name), run_name)
 
+    from recsys_spark.lake.commit import CommitConflict
     from recsys_spark.lake.delta import Lake
     from recsys_spark.session import spark_session
 
@@ -190,6 +197,10 @@ def main(argv: Sequence[str] | None = None, spark=None) -> int:
     except FileNotFoundError as exc:
         print(f"recsys-spark {job}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except CommitConflict as exc:  # another writer won the table: nothing of this job's write is in it
+        log.error("%s: %s", job, exc)
+        print(f"recsys-spark {job}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception:
         log.exception("%s: failed after %.1fs; published tables are unchanged", job, time.time() - started)
         return EXIT_FAILED
