@@ -2,6 +2,7 @@
 
 validate inputs -> stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
 -> embeddings -> samples -> train (two_tower, ranker) -> evaluate -> validate outputs -> publish
+-> maintain (compact small files, vacuum past the retention, remove killed jobs' leftovers)
 
 The run for logical date D processes day D (a data-interval timetable: it starts once D is over), the
 same work as `recsys-spark run-daily --date D`. Publish writes `<lake>/_reports/published/D.json` and
@@ -157,8 +158,12 @@ with DAG(
         trigger_rule="none_failed",
     )
 
+    # Lake upkeep once the day is published (docs/lake.md): the new versions change no data, so it
+    # never holds up serving; a failure here leaves every table readable as it was.
+    maintain = SparkJobOperator(task_id="maintain", job="maintain")
+
     # The issue's order, stage after stage; within walks -> embeddings each method only waits for its own walks.
     chain(validate_inputs, stats, similarity, graph)
     for method in WALK_METHODS:
         graph >> dag.get_task(f"walks.{method}") >> dag.get_task(f"embeddings.{method}") >> samples
-    chain(samples, train, evaluate, validate_outputs, publish)
+    chain(samples, train, evaluate, validate_outputs, publish, maintain)
