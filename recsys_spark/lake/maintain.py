@@ -259,7 +259,7 @@ def vacuum(lake, table: str, cfg: MaintainConfig, summary: MaintainSummary) -> N
     delta = DeltaTable(lake.uri(table), storage_options=lake.storage_options)
     # Lite mode: only files the log removed (tombstones) past the retention, never a live file.
     deleted = delta.vacuum(
-        retention_hours=int(cfg.retention_hours),
+        retention_hours=math.ceil(cfg.retention_hours),  # whole hours (delta-rs); never shorter
         dry_run=cfg.dry_run,
         enforce_retention_duration=False,
         commit_properties=None,
