@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from pyspark.sql import functions as F
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +100,7 @@ KILL_AFTER_FILES_MOVED = """
 """
 
 
+@pytest.mark.slow
 def test_sigkill_between_moving_files_and_committing_then_maintain_leaves_no_orphan(spark, lake, tmp_path):
     from recsys_spark.cli import main
 
@@ -165,6 +167,7 @@ CONCURRENT_INGEST = """
 """
 
 
+@pytest.mark.slow
 def test_two_ingests_of_one_file_at_once_neither_duplicate_nor_lose_a_row(spark, lake, tmp_path):
     lake.append("events", _events(spark, [_row("u0", "i0", 1)]))
     csv = tmp_path / "events.csv"
