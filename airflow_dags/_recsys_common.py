@@ -91,6 +91,7 @@ TIMEOUTS = {
     "evaluate": dt.timedelta(hours=1),
     "publish": dt.timedelta(minutes=15),
     "stream": dt.timedelta(minutes=30),
+    "maintain": dt.timedelta(hours=1),
 }
 
 

@@ -2,6 +2,7 @@
 
 validate inputs -> stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
 -> embeddings -> samples -> train (two_tower, ranker) -> evaluate -> validate outputs -> publish
+-> maintain (compact small files, vacuum past the retention, remove killed jobs' leftovers)
 
 Each job task validates every table it writes before its Delta commit (`--gate`, the `gate` param, on
 by default): a table that fails a critical expectation stays at its previous version and the task
@@ -134,8 +135,12 @@ with DAG(
         trigger_rule="none_failed",
     )
 
+    # Lake upkeep once the day is published (docs/lake.md): the new versions change no data, so it
+    # never holds up serving; a failure here leaves every table readable as it was.
+    upkeep = [SparkJobOperator(task_id=job, job=job) for job in catalog.UPKEEP_JOBS]
+
     # The issue's order, stage after stage; within walks -> embeddings each method only waits for its own walks.
     chain(validate_inputs, stats, similarity, graph)
     for method in WALK_METHODS:
         graph >> dag.get_task(f"walks.{method}") >> dag.get_task(f"embeddings.{method}") >> samples
-    chain(samples, train, evaluate, validate_outputs, publish)
+    chain(samples, train, evaluate, validate_outputs, publish, *upkeep)

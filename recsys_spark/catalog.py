@@ -88,6 +88,12 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "Structured Streaming ingest of landed event files, exactly once.",
     ),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
+    "maintain": (
+        "recsys_spark.lake.maintain",
+        "MaintainConfig",
+        "run",
+        "Compact small files, vacuum past the retention, remove killed jobs' leftovers.",
+    ),
     "tables": (
         "recsys_spark.lake.show",
         "TablesConfig",
@@ -155,6 +161,8 @@ DAILY_STAGES: tuple[Stage, ...] = (
     Stage("evaluate", "evaluate", (), (), "evaluate"),
 )
 STAGE_NAMES = tuple(s.name for s in DAILY_STAGES)
+# Daily DAG tasks after publish that are no run-daily stage: lake upkeep (docs/lake.md), task id = job.
+UPKEEP_JOBS = ("maintain",)
 STAGE_ALIASES = {s.alias: s.name for s in DAILY_STAGES if s.alias != s.name}  # deprecated --skip names
 # The Airflow task groups (and tasks outside a group) holding the stages, in order.
 STAGE_GROUPS = tuple(dict.fromkeys(s.group for s in DAILY_STAGES))

@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None, spark=None) -> int:
     module_name, _, run_name, _ = JOBS[job]
     run = getattr(importlib.import_module(module_name), run_name)
 
+    from recsys_spark.lake.commit import CommitConflict
     from recsys_spark.lake.delta import Lake
     from recsys_spark.quality.gate import QualityGateError, enable_gates
     from recsys_spark.session import spark_session
@@ -121,6 +122,10 @@ def main(argv: Sequence[str] | None = None, spark=None) -> int:
         return EXIT_USAGE
     except QualityGateError as exc:
         print(f"recsys-spark {job}: stopped by a quality gate: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except CommitConflict as exc:  # another writer won the table: nothing of this job's write is in it
+        log.error("%s: %s", job, exc)
+        print(f"recsys-spark {job}: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except Exception:
         log.exception("%s: failed after %.1fs; published tables are unchanged", job, time.time() - started)

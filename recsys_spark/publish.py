@@ -96,7 +96,7 @@ def _list_names(lake, *parts: str, folders: bool = False) -> list[str]:
 def _has_day(lake, table: str, day: dt.date) -> bool:
     from pyspark.sql import functions as F
 
-    return lake.read(table).filter(F.col("dt") == F.lit(day)).limit(1).count() > 0
+    return lake.read(table, dates=[day]).filter(F.col("dt") == F.lit(day)).limit(1).count() > 0
 
 
 def _newest_day_before(lake, table: str, day: dt.date) -> str | None:

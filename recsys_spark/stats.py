@@ -368,25 +368,25 @@ def run(cfg: StatsConfig, spark, lake) -> int:
 
     started = time.time()
     days = days_to_compute(day, existing_days(lake), cfg)
-    events = lake.read("events").filter(F.col("dt").isin(days))
+    events = lake.read("events", dates=days).filter(F.col("dt").isin(days))
     lake.overwrite_dates(
         DAILY_COUNTS,
         _daily_counts(events),
         days,
         metadata={**meta, "recsys.stats.days": ",".join(map(str, days))},
     )
-    daily = lake.read(DAILY_COUNTS)
-    written = {DAILY_COUNTS: daily.filter(F.col("dt").isin(days)).count()}
+    written = {DAILY_COUNTS: lake.read(DAILY_COUNTS, dates=days).filter(F.col("dt").isin(days)).count()}
     timings.append((DAILY_COUNTS, time.time() - started))
     log.info("stats %s: daily_counts written for %d day(s): %s", day, len(days), _span(days))
 
     # Prunes the read to the window's partitions; rollup_stats applies the same bounds again.
-    daily = daily.filter(F.col("dt").isin(window_days(day, cfg)))
+    window = window_days(day, cfg)
+    daily = lake.read(DAILY_COUNTS, dates=window).filter(F.col("dt").isin(window))
     for entity in ENTITY_TYPES:
         started = time.time()
         table = STATS_TABLE[entity]
         lake.overwrite_dates(table, rollup_stats(daily, day, entity, cfg), [day], metadata=meta)
-        written[table] = lake.read(table).filter(F.col("dt") == F.lit(day)).count()
+        written[table] = lake.read(table, dates=[day]).filter(F.col("dt") == F.lit(day)).count()
         timings.append((table, time.time() - started))
 
     seconds = dict(timings)

@@ -75,6 +75,7 @@ DAILY_TASKS = {
     "validate_outputs.tables",
     "validate_outputs.validate",
     "publish",
+    "maintain",
 }
 PUBLISHED_TABLES = set(catalog.PUBLISHED_TABLES)
 
@@ -289,6 +290,7 @@ def test_daily_dag_tasks_and_dependencies(described):
     assert down("evaluate") == {"validate_outputs.tables"}
     assert down("validate_outputs.tables") == {"validate_outputs.validate"}
     assert down("validate_outputs.validate") == {"publish"}
+    assert down("publish") == {"maintain"}
     # One writer of the model registry and of published manifests, shared with the incremental DAG.
     assert {t for t, v in tasks.items() if v["pool"] == "recsys_publish"} == {
         "train.two_tower",
@@ -497,6 +499,7 @@ def test_consecutive_days_warm_start_from_yesterday(daily_runs):
         "train.two_tower",
         "train.ranker",
         "publish",
+        "maintain",
     }
     for model in catalog.MODELS:
         registry = lake / "_models" / model

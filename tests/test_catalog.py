@@ -75,8 +75,12 @@ def test_run_daily_stages_are_the_catalogue_stages_and_the_dag_tasks():
     tasks = {name for kind, name in calls if kind == "stage_task"}
     groups = {name for kind, name in calls if kind == "stage_group"}
     assert tasks | {s.name for s in catalog.DAILY_STAGES if s.group in groups} == set(catalog.STAGE_NAMES)
-    # ... and builds no job task by hand besides (the one SparkJobOperator call is stage_task's).
-    assert (DAGS / "recsys_daily_full.py").read_text().count("SparkJobOperator(") == 1
+    # ... and builds no job task by hand besides: one SparkJobOperator call is stage_task's, the other
+    # makes the catalogue's upkeep tasks.
+    text = (DAGS / "recsys_daily_full.py").read_text()
+    assert text.count("SparkJobOperator(") == 2
+    assert "for job in catalog.UPKEEP_JOBS]" in text
+    assert set(catalog.UPKEEP_JOBS) <= set(catalog.JOBS)
 
 
 def test_stages_name_real_jobs_options_and_choices():

@@ -2,6 +2,9 @@
 
 Ingesting the same file again changes nothing: events already in the lake are skipped, quarantined
 records are not re-added, items/users are upserted by id and only rewritten when something differs.
+Each read-then-write step commits against the version it read: when another writer committed to the
+table in between (e.g. two ingests of one file at once), the step is redone from the new version a few
+times and the ingest fails naming the conflict if it keeps losing, so nothing is duplicated or lost.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from recsys_spark.config import CommonConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.ingest import canonical, movielens, quarantine, taobao
 from recsys_spark.ingest.quarantine import REASON, Parsed
+from recsys_spark.lake.delta import retry_on_conflict
 from recsys_spark.lake.tables import table_schema
 
 log = logging.getLogger(__name__)
@@ -123,19 +127,21 @@ def ingest(cfg: IngestConfig, spark: SparkSession, lake) -> IngestSummary:
     persisted = [parsed.staged.persist(StorageLevel.MEMORY_AND_DISK)]
     try:
         summary.rows_read = _count_reasons(parsed, "events", summary)
-        write_events(lake, parsed.valid, summary, metadata)
+        retry_on_conflict(lambda: write_events(lake, parsed.valid, summary, metadata), "ingest events")
         rejected = [parsed.rejected]
         for table, parsed_side in sides:
             persisted.append(parsed_side.staged.persist(StorageLevel.MEMORY_AND_DISK))
             _count_reasons(parsed_side, table, summary)
-            written = upsert(lake, table, parsed_side.valid, metadata)
+            written = retry_on_conflict(
+                lambda t=table, p=parsed_side: upsert(lake, t, p.valid, metadata), f"ingest {table}"
+            )
             setattr(summary, f"{table}_written", written)
             rejected.append(parsed_side.rejected)
         union = rejected[0]
         for df in rejected[1:]:
             union = union.unionByName(df)
-        summary.quarantine_written, summary.quarantine_already_present = quarantine.append_new(
-            lake, union, metadata
+        summary.quarantine_written, summary.quarantine_already_present = retry_on_conflict(
+            lambda: quarantine.append_new(lake, union, metadata), "ingest quarantine"
         )
     finally:
         for df in persisted:
@@ -165,16 +171,20 @@ def _sides(cfg, spark, parsed: Parsed, items: str | None, users: str | None, run
 
 
 def write_events(lake, valid: DataFrame, summary: IngestSummary, metadata: dict[str, str]) -> None:
-    """Append the valid events that are neither duplicates within the input nor already in the lake."""
+    """Append the valid events that are neither duplicates within the input nor already in the lake.
+
+    The append is checked against the version read (`CommitConflict` if another writer won meanwhile).
+    """
     key = ["user_id", "item_id", "event", "ts", "session_id", "dt"]
     # Duplicates may differ in dwell_ms (not part of the key): keep the longest, deterministically.
     distinct = valid.groupBy(*key).agg(
         F.max("dwell_ms").alias("dwell_ms"), F.count(F.lit(1)).alias("_copies")
     )
     existing = None
-    if lake.exists("events"):
+    read_version = lake.read_version("events")
+    if read_version >= 0:
         dates = [r[0] for r in distinct.select("dt").distinct().collect()]
-        existing = lake.read("events").filter(F.col("dt").isin(dates))
+        existing = lake.read("events", version=read_version, dates=dates)
     marked = quarantine.mark_present(distinct, existing, key).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = marked.agg(
@@ -185,7 +195,7 @@ def write_events(lake, valid: DataFrame, summary: IngestSummary, metadata: dict[
         summary.events_written = unique - summary.already_present
         if summary.events_written:
             new = marked.filter(~F.col("_present")).drop("_present", "_copies")
-            lake.append("events", new, metadata=metadata)
+            lake.append("events", new, metadata=metadata, read_version=read_version)
     finally:
         marked.unpersist()
 
@@ -205,16 +215,17 @@ def upsert(lake, table: str, rows: DataFrame, metadata: dict[str, str]) -> int:
         .filter("_n = 1")
         .drop("_n")
     )
-    if not lake.exists(table):
+    read_version = lake.read_version(table)
+    if read_version < 0:
         changed = rows.count()
         if changed:
-            lake.overwrite(table, rows, metadata=metadata)
+            lake.overwrite(table, rows, metadata=metadata, read_version=read_version)
         return changed
-    existing = lake.read(table)
+    existing = lake.read(table, version=read_version)
     changed = rows.subtract(schema.conform(existing)).count()
     if changed:
         merged = existing.join(rows.select(key), key, "left_anti").unionByName(rows)
-        lake.overwrite(table, merged, metadata=metadata)
+        lake.overwrite(table, merged, metadata=metadata, read_version=read_version)
     return changed
 
 

@@ -108,14 +108,16 @@ def append_new(lake, rejected: DataFrame, metadata: dict[str, str] | None = None
     Identical rejected records within the input are kept once. Nothing is written (no new version)
     when every record is already there.
     """
-    existing = lake.read("quarantine") if lake.exists("quarantine") else None
+    read_version = lake.read_version("quarantine")
+    existing = lake.read("quarantine", version=read_version) if read_version >= 0 else None
     marked = mark_present(rejected.dropDuplicates(list(QUARANTINE_KEY)), existing, list(QUARANTINE_KEY))
     marked = marked.persist()  # also pins ingested_at: counted and written rows are the same rows
     try:
         totals = marked.agg(F.count(F.lit(1)), F.sum(F.col("_present").cast("long"))).first()
         total, present = totals[0], totals[1] or 0
         if total - present:
-            lake.append("quarantine", marked.filter(~F.col("_present")).drop("_present"), metadata=metadata)
+            new = marked.filter(~F.col("_present")).drop("_present")
+            lake.append("quarantine", new, metadata=metadata, read_version=read_version)
         return total - present, present
     finally:
         marked.unpersist()

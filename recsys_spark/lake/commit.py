@@ -24,6 +24,24 @@ import pyarrow.parquet as pq
 log = logging.getLogger(__name__)
 
 STAGING_DIR = "_staging"
+# App-transaction id every read-checked write (`read_version`) records: two such writes to one table
+# based on the same version then conflict in delta-rs's commit check, even when both are appends.
+READ_CHECK_APP_ID = "recsys.read-check"
+
+
+class CommitConflict(RuntimeError):
+    """A concurrent commit to the table won: this write's view of the table (read_version) is stale.
+
+    Nothing of this write was committed; redo the read and the write from the new version, or give up.
+    """
+
+    def __init__(self, table_uri: str, read_version: int | None, detail: str):
+        self.table_uri = table_uri
+        self.read_version = read_version
+        super().__init__(
+            f"concurrent write conflict on Delta table {table_uri} (this write read version "
+            f"{read_version}): {detail}"
+        )
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -121,6 +139,7 @@ class DeltaRsCommitter:
         app_transaction: tuple[str, int] | None = None,
         spark_uri: str | None = None,
         before_commit: Callable | None = None,
+        read_version: int | None = None,
     ) -> int:
         """Commit `df` as a new version and return it.
 
@@ -128,8 +147,12 @@ class DeltaRsCommitter:
         values of the single partition column listed in `replace_partitions`, leaving others alone).
         `before_commit(staged_df)` runs on the staged files before anything is published; if it
         raises, the staged files are removed and no version is committed (the publish gate).
+        `read_version`: the version the job computed `df` from (-1: the table did not exist). The commit
+        is checked against it: if another read-checked write, an overwrite of the same files or the
+        table's creation committed since, `CommitConflict` is raised and nothing is committed.
         """
         from deltalake import DeltaTable
+        from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import CommitProperties, Transaction, create_table_with_add_actions
 
         run = uuid.uuid4().hex
@@ -144,23 +167,34 @@ class DeltaRsCommitter:
             if before_commit is not None:
                 before_commit(self._staged_frame(df, staging_rel, staging_spark))
             adds, moved = self._publish_files(staging_rel, partition_by)
+            transactions = [Transaction(*app_transaction)] if app_transaction else []
+            if read_version is not None:
+                transactions.append(Transaction(READ_CHECK_APP_ID, read_version + 1))
             properties = CommitProperties(
-                custom_metadata=dict(commit_metadata or {}),
-                app_transactions=[Transaction(*app_transaction)] if app_transaction else None,
+                custom_metadata=dict(commit_metadata or {}), app_transactions=transactions or None
             )
             schema = _delta_schema(df.schema)
-            if not self.exists():
-                create_table_with_add_actions(
-                    self.table_uri,
-                    schema,
-                    adds,
-                    mode="error",
-                    partition_by=list(partition_by) or None,
-                    storage_options=self.storage_options,
-                    commit_properties=properties,
-                )
+            exists = self.exists()
+            if read_version == -1 and exists:
+                raise CommitConflict(self.table_uri, read_version, "the table was created concurrently")
+            if not exists:
+                try:
+                    create_table_with_add_actions(
+                        self.table_uri,
+                        schema,
+                        adds,
+                        mode="error",
+                        partition_by=list(partition_by) or None,
+                        storage_options=self.storage_options,
+                        commit_properties=properties,
+                    )
+                except Exception as exc:
+                    if self.exists():  # another writer created it between our check and our commit
+                        raise CommitConflict(self.table_uri, read_version, str(exc)) from exc
+                    raise
             else:
-                table = DeltaTable(self.table_uri, storage_options=self.storage_options)
+                snapshot = read_version if read_version is not None and read_version >= 0 else None
+                table = DeltaTable(self.table_uri, version=snapshot, storage_options=self.storage_options)
                 filters = None
                 delta_mode = "append" if mode == "append" else "overwrite"
                 if mode == "replace_partitions":
@@ -169,14 +203,17 @@ class DeltaRsCommitter:
                     if not replace_partitions:
                         return table.version()  # nothing to replace, nothing to add
                     filters = [(partition_by[0], "in", list(replace_partitions))]
-                table.create_write_transaction(
-                    adds,
-                    mode=delta_mode,
-                    schema=schema,
-                    partition_by=list(partition_by) or None,
-                    partition_filters=filters,
-                    commit_properties=properties,
-                )
+                try:
+                    table.create_write_transaction(
+                        adds,
+                        mode=delta_mode,
+                        schema=schema,
+                        partition_by=list(partition_by) or None,
+                        partition_filters=filters,
+                        commit_properties=properties,
+                    )
+                except CommitFailedError as exc:
+                    raise CommitConflict(self.table_uri, table.version(), str(exc)) from exc
         except BaseException:
             for path in moved:  # files of a version that was never committed
                 self._delete_quietly(path)

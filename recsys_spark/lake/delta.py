@@ -19,12 +19,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
-from recsys_spark.lake.commit import DeltaRsCommitter, filesystem
+from recsys_spark.lake.commit import CommitConflict, DeltaRsCommitter, filesystem
 from recsys_spark.lake.tables import table_schema
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "spark", "delta-rs")
+CONFLICT_ATTEMPTS = 3  # tries of a read-then-write step that keeps losing to concurrent commits
+
+# (column, op, value) partition filters as deltalake takes them: op one of =, !=, in, not in.
+PartitionFilter = tuple[str, str, Any]
 
 # gate(table, df_about_to_be_published, context): raise to stop the commit (see set_gate).
 Gate = Callable[[str, Any, Mapping[str, Any]], None]
@@ -112,8 +116,22 @@ class Lake:
             return None
         return self.history(table, limit=1)[0]["version"]
 
-    def read(self, table: str, version: int | None = None):
-        """The table (at `version`, default the latest) as a Spark DataFrame."""
+    def read(
+        self,
+        table: str,
+        version: int | None = None,
+        dates: Iterable[dt.date | str] | None = None,
+        partition_filters: Sequence[PartitionFilter] | None = None,
+    ):
+        """The table (at `version`, default the latest) as a Spark DataFrame.
+
+        `dates` (rows with `dt` in them) and `partition_filters` (e.g. `[("dt", "=", "2026-11-07")]`)
+        prune by partition: only those partitions' files are listed and read. The rows are the same as
+        filtering the whole table.
+        """
+        filters = list(partition_filters or [])
+        if dates is not None:
+            filters.append(("dt", "in", sorted({str(d) for d in dates})))
         if not self.exists(table):
             raise FileNotFoundError(
                 f"table {table!r} does not exist in lake {self.root}; run the job that produces it "
@@ -123,13 +141,20 @@ class Lake:
             reader = self.spark.read.format("delta")
             if version is not None:
                 reader = reader.option("versionAsOf", version)
-            return reader.load(self.spark_uri(table))
+            return _filtered(reader.load(self.spark_uri(table)), filters)  # Delta prunes by partition itself
+        import warnings
+
         from deltalake import DeltaTable
         from pyspark.sql import types as T
 
         delta = DeltaTable(self.uri(table), version=version, storage_options=self.storage_options)
         schema = T.StructType.fromJson(json.loads(delta.schema().to_json()))
-        files = delta.file_uris()
+        if filters and any(v == [] for _, op, v in filters if op == "in"):
+            files = []  # `dt IN ()`: nothing matches (deltalake refuses an empty list)
+        else:
+            with warnings.catch_warnings():  # deprecated for file_pruning_predicate, same semantics here
+                warnings.simplefilter("ignore", DeprecationWarning)
+                files = delta.file_uris(partition_filters=_string_filters(filters) or None)
         if not files:
             return self.spark.createDataFrame([], schema)
         if self.is_local:
@@ -197,9 +222,15 @@ class Lake:
         return sorted(entries, key=lambda e: e["version"], reverse=True)
 
     # -- writing -----------------------------------------------------------------------------
-    def overwrite(self, table: str, df, metadata: dict[str, str] | None = None) -> int:
-        """Replace the whole table with `df` as one new version; returns the version."""
-        return self._write(table, df, "overwrite", metadata=metadata)
+    def overwrite(
+        self, table: str, df, metadata: dict[str, str] | None = None, read_version: int | None = None
+    ) -> int:
+        """Replace the whole table with `df` as one new version; returns the version.
+
+        With `read_version`, a concurrent commit since that version raises `CommitConflict` instead of
+        being silently replaced (a lost update).
+        """
+        return self._write(table, df, "overwrite", metadata=metadata, read_version=read_version)
 
     def append(
         self,
@@ -207,9 +238,21 @@ class Lake:
         df,
         metadata: dict[str, str] | None = None,
         app_transaction: tuple[str, int] | None = None,
+        read_version: int | None = None,
     ) -> int:
-        """Add `df`'s rows as one new version. `app_transaction=(app_id, n)` records an idempotency marker."""
-        return self._write(table, df, "append", metadata=metadata, app_transaction=app_transaction)
+        """Add `df`'s rows as one new version. `app_transaction=(app_id, n)` records an idempotency marker.
+
+        `read_version`: the version `df` was computed from (see `read_version`); if another read-checked
+        write committed since, `CommitConflict` is raised and nothing is written.
+        """
+        return self._write(
+            table, df, "append", metadata=metadata, app_transaction=app_transaction, read_version=read_version
+        )
+
+    def read_version(self, table: str) -> int:
+        """The version a read-then-write job reads now, for its write's `read_version` (-1: no table)."""
+        version = self.version(table)
+        return -1 if version is None else version
 
     def overwrite_dates(
         self, table: str, df, dates: Iterable[dt.date | str], metadata: dict[str, str] | None = None
@@ -255,6 +298,7 @@ class Lake:
         values: Sequence[str] | None = None,
         app_transaction=None,
         gated: bool = True,
+        read_version: int | None = None,
     ):
         schema = table_schema(table)
         partition_by: tuple[str, ...] = ()
@@ -284,6 +328,7 @@ class Lake:
             app_transaction=app_transaction,
             spark_uri=self.spark_uri(table),
             before_commit=check,
+            read_version=read_version,
         )
         log.info("committed %s version %s (%s)", table, version, mode)
         return version
@@ -352,9 +397,64 @@ class Lake:
         )
 
     def latest_date(self, table: str = "events") -> dt.date | None:
-        """The latest `dt` in a date-partitioned table (the default day of the daily jobs)."""
+        """The latest `dt` in a date-partitioned table (the default day of the daily jobs).
+
+        On delta-rs it comes from the partition values of the latest version's files in the Delta log:
+        no data file is read, however large the table.
+        """
         from pyspark.sql import functions as F
 
         if not self.exists(table):
             return None
-        return self.read(table).agg(F.max("dt")).first()[0]
+        if self.engine == "spark":
+            return self.read(table).agg(F.max("dt")).first()[0]
+        from deltalake import DeltaTable
+
+        delta = DeltaTable(self.uri(table), storage_options=self.storage_options)
+        days = [p.get("dt") for p in delta.partitions()]
+        days = [d for d in days if d not in (None, "__HIVE_DEFAULT_PARTITION__")]
+        return dt.date.fromisoformat(max(days)) if days else None
+
+
+def retry_on_conflict(step: Callable[[], Any], what: str, attempts: int = CONFLICT_ATTEMPTS) -> Any:
+    """Run a read-then-write `step` again while it loses to concurrent commits (`CommitConflict`).
+
+    Safe only for steps that read the table afresh each time, so a retry starts from the new version.
+    After `attempts` losses the conflict is raised with `what` and the count in its message.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return step()
+        except CommitConflict as exc:
+            if attempt == attempts:
+                raise CommitConflict(
+                    exc.table_uri, exc.read_version, f"{what}: gave up after {attempts} attempts: {exc}"
+                ) from exc
+            log.warning(
+                "%s: %s; retrying from the new version (attempt %d of %d)", what, exc, attempt + 1, attempts
+            )
+    raise AssertionError("unreachable")
+
+
+def _string_filters(filters: Sequence[PartitionFilter]) -> list[PartitionFilter]:
+    """Partition values are strings in the Delta log: compare them as such (dates in ISO form)."""
+    out: list[PartitionFilter] = []
+    for column, op, value in filters:
+        if isinstance(value, (list, tuple, set)):
+            out.append((column, op, sorted(str(v) for v in value)))
+        else:
+            out.append((column, op, str(value)))
+    return out
+
+
+def _filtered(frame, filters: Sequence[PartitionFilter]):
+    from pyspark.sql import functions as F
+
+    for column, op, value in _string_filters(filters):
+        col = F.col(column).cast("string")
+        if op in ("in", "not in"):
+            cond = col.isin(list(value))
+            frame = frame.filter(cond if op == "in" else ~cond)
+        else:
+            frame = frame.filter(col == value if op == "=" else col != value)
+    return frame

@@ -47,7 +47,18 @@ def filter_users(interactions: DataFrame, min_user_items: int, max_user_items: i
 
 
 def recency_rank(r_set: DataFrame) -> DataFrame:
-    """`R` with `pos`: 1 for an item's most recent user (latest ts, then user_id ascending), 2, ..."""
+    """`R` with `pos`: 1 for an item's most recent user (latest ts, then user_id ascending), 2, ...
+
+    Parameters
+    ----------
+    r_set : DataFrame
+        `R` from `filter_users` (needs `item_id`, `user_id`, `last_ts`).
+
+    Returns
+    -------
+    DataFrame
+        The rows of `r_set` plus `pos: int`, the user's recency rank on the item.
+    """
     recent = Window.partitionBy("item_id").orderBy(F.col("last_ts").desc_nulls_last(), F.col("user_id"))
     return r_set.withColumn("pos", F.row_number().over(recent))
 

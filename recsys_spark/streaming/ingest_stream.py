@@ -404,7 +404,11 @@ def append_events_once(
     distinct = valid.groupBy(*EVENT_KEY).agg(
         F.max("dwell_ms").alias("dwell_ms"), F.count(F.lit(1)).alias("_copies")
     )
-    existing = lake.read("events").filter(F.col("dt").isin(list(days))) if lake.exists("events") else None
+    existing = (
+        lake.read("events", dates=days).filter(F.col("dt").isin(list(days)))
+        if lake.exists("events")
+        else None
+    )
     marked = quarantine.mark_present(distinct, existing, EVENT_KEY).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         totals = marked.agg(
