@@ -20,9 +20,9 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger(__name__)
+from recsys_spark.catalog import LAUNCHERS
 
-LAUNCHERS = ("horovod", "torch", "local")
+log = logging.getLogger(__name__)
 
 
 class Comm:
