@@ -34,29 +34,109 @@ class Comm:
     local_size = 1  # ranks on this machine: they share its cores
 
     def allreduce_mean_(self, tensor) -> None:
-        """Average `tensor` in place across ranks."""
+        """Average `tensor` in place across ranks.
+
+        Parameters
+        ----------
+        tensor : torch.Tensor
+            Same shape and dtype on every rank; overwritten with the mean.
+
+        Returns
+        -------
+        None
+            The result is in `tensor` (unchanged on one rank).
+        """
 
     def allreduce_max(self, value: int) -> int:
+        """The largest `value` over all ranks (e.g. the longest rank's number of batches).
+
+        Parameters
+        ----------
+        value : int
+            This rank's value.
+
+        Returns
+        -------
+        int
+            The maximum, the same on every rank.
+        """
         return value
 
     def allreduce_sum(self, value: float) -> float:
+        """The sum of `value` over all ranks (e.g. a loss total).
+
+        Parameters
+        ----------
+        value : float
+            This rank's value.
+
+        Returns
+        -------
+        float
+            The sum, the same on every rank.
+        """
         return value
 
     def broadcast_(self, tensor, root: int = 0) -> None:
-        """Overwrite `tensor` on every rank with root's copy."""
+        """Overwrite `tensor` on every rank with root's copy.
+
+        Parameters
+        ----------
+        tensor : torch.Tensor
+            Same shape and dtype on every rank.
+        root : int, default 0
+            The rank whose copy is sent.
+
+        Returns
+        -------
+        None
+            The result is in `tensor`.
+        """
 
     def broadcast_model_(self, model) -> None:
-        """Every parameter and buffer of `model` from rank 0, so all ranks start identical."""
+        """Every parameter and buffer of `model` from rank 0, so all ranks start identical.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+            The same architecture on every rank; its state is overwritten in place.
+
+        Returns
+        -------
+        None
+            The model is updated in place.
+        """
 
     def distributed_optimizer(self, optimizer, named_parameters: list):
-        """`optimizer` whose `step()` first averages the gradients of `named_parameters` across ranks."""
+        """`optimizer` whose `step()` first averages the gradients of `named_parameters` across ranks.
+
+        Parameters
+        ----------
+        optimizer : torch.optim.Optimizer
+            The optimizer to wrap.
+        named_parameters : list of (str, torch.nn.Parameter)
+            The parameters whose gradients are averaged, e.g. `list(model.named_parameters())`.
+
+        Returns
+        -------
+        optimizer-like
+            The wrapped optimizer (`optimizer` itself on one rank).
+        """
         return optimizer
 
     def shutdown(self) -> None:
-        pass
+        """Leave the process group (called once when the training function returns).
+
+        Returns
+        -------
+        None
+            No collective may be used afterwards.
+        """
 
 
 class HorovodComm(Comm):
+    """`Comm` over Horovod (Gloo): initialises Horovod; methods as documented on `Comm`."""
+
     backend = "horovod"
 
     def __init__(self) -> None:
@@ -95,6 +175,8 @@ class HorovodComm(Comm):
 
 
 class TorchComm(Comm):
+    """`Comm` over torch.distributed (Gloo), joining the process group if needed; methods as on `Comm`."""
+
     backend = "torch"
 
     def __init__(self) -> None:
@@ -143,15 +225,43 @@ class AveragingOptimizer:
 
     The gradients travel as one flat buffer per step (one allreduce, not one per tensor); a parameter
     without a gradient on this step contributes zeros, so every rank joins the same collective.
+
+    Parameters
+    ----------
+    optimizer : torch.optim.Optimizer
+        The optimizer that steps after the averaging.
+    params : list of torch.nn.Parameter
+        The parameters whose gradients are averaged, in the same order on every rank.
+    comm : Comm
+        The communicator doing the allreduce.
     """
 
     def __init__(self, optimizer, params: list, comm: Comm) -> None:
         self.optimizer, self.params, self.comm = optimizer, params, comm
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients, as the wrapped optimizer's `zero_grad`.
+
+        Parameters
+        ----------
+        set_to_none : bool, default True
+            Set gradients to None instead of zeroing them.
+
+        Returns
+        -------
+        None
+            The parameters' gradients are cleared.
+        """
         self.optimizer.zero_grad(set_to_none=set_to_none)
 
     def step(self) -> None:
+        """Average the gradients across ranks (one allreduce), then step the wrapped optimizer.
+
+        Returns
+        -------
+        None
+            The parameters are updated in place, identically on every rank.
+        """
         import torch
 
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
@@ -166,6 +276,13 @@ class AveragingOptimizer:
 
     @property
     def param_groups(self):
+        """The wrapped optimizer's parameter groups (e.g. for a learning-rate schedule).
+
+        Returns
+        -------
+        list of dict
+            `optimizer.param_groups`, shared (changes apply to the wrapped optimizer).
+        """
         return self.optimizer.param_groups
 
 
@@ -186,6 +303,27 @@ def launch(fn: Callable[..., Any], kwargs: dict, num_proc: int = 1, launcher: st
     """Run `fn(comm, **kwargs)` on `num_proc` ranks; returns what each rank returned (rank 0 first).
 
     TorchDistributor only hands back rank 0's result, so with `torch` the list has one element.
+
+    Parameters
+    ----------
+    fn : callable
+        The training function, `fn(comm, **kwargs)`; it must be picklable for horovod and torch.
+    kwargs : dict
+        Keyword arguments of `fn` (small or picklable: they travel to every rank).
+    num_proc : int, default 1
+        Number of ranks (exactly 1 with the local launcher).
+    launcher : {"horovod", "torch", "local"}, default "horovod"
+        How the ranks are started (module docstring).
+
+    Returns
+    -------
+    list
+        What `fn` returned on each rank, rank 0 first (only rank 0's with `torch`).
+
+    Raises
+    ------
+    ValueError
+        If `launcher` is unknown, `num_proc` is below 1, or the local launcher is asked for more than one.
     """
     if launcher not in LAUNCHERS:
         raise ValueError(f"unknown launcher {launcher!r}; choose one of {LAUNCHERS}")

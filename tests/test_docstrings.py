@@ -20,6 +20,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.similarity.usercf": ("Breese", "inverse user frequency"),
     "recsys_spark.similarity.topk": (),
     "recsys_spark.similarity.interactions": (),
+    "recsys_spark.similarity.pairs": (),
     "recsys_spark.events": (),
     "recsys_spark.graph.walks": ("Perozzi", "DeepWalk", "Grover", "node2vec", "KnightKing"),
     "recsys_spark.graph.sgns": ("Mikolov", "negative sampling"),
@@ -34,6 +35,10 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.evaluate.metrics": ("Mann", "Järvelin"),
     "recsys_spark.streaming.incremental": (),
     "recsys_spark.stats": ("Beta prior", "Click-Through Rate Estimation"),
+    "recsys_spark.lake.delta": (),
+    "recsys_spark.lake.commit": (),
+    "recsys_spark.distributed": (),
+    "recsys_spark.train.registry": (),
 }
 # Job plumbing, documented by their configs (whose docstrings are the CLI's --help text).
 SKIP = {

@@ -33,6 +33,15 @@ class CommitConflict(RuntimeError):
     """A concurrent commit to the table won: this write's view of the table (read_version) is stale.
 
     Nothing of this write was committed; redo the read and the write from the new version, or give up.
+
+    Parameters
+    ----------
+    table_uri : str
+        The Delta table written to.
+    read_version : int or None
+        The version this write was based on (-1: the table did not exist; None: not read-checked).
+    detail : str
+        What conflicted, appended to the message.
     """
 
     def __init__(self, table_uri: str, read_version: int | None, detail: str):
@@ -45,7 +54,18 @@ class CommitConflict(RuntimeError):
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """PyArrow filesystem and path for a lake URI (local path, file://, s3a:// ...)."""
+    """PyArrow filesystem and path for a lake URI (local path, file://, s3a:// ...).
+
+    Parameters
+    ----------
+    uri : str
+        A local path or a URI; s3a:// and s3n:// are read as s3://.
+
+    Returns
+    -------
+    (pyarrow.fs.FileSystem, str)
+        The filesystem and the path within it.
+    """
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         return pafs.LocalFileSystem(), unquote(parsed.path) if parsed.scheme else uri
@@ -55,7 +75,22 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def delete_quietly(fs: pafs.FileSystem, path: str, directory: bool = False) -> None:
-    """Delete a file or folder; nothing to do when it is already gone (cleanup after a commit or a job)."""
+    """Delete a file or folder; nothing to do when it is already gone (cleanup after a commit or a job).
+
+    Parameters
+    ----------
+    fs : pyarrow.fs.FileSystem
+        The filesystem holding `path`.
+    path : str
+        The file or folder, as a path within `fs`.
+    directory : bool, default False
+        Delete a folder with its contents instead of a file.
+
+    Returns
+    -------
+    None
+        Failures (already gone, or any OSError) are logged at debug level, not raised.
+    """
     try:
         if directory:
             fs.delete_dir(path)
@@ -70,6 +105,18 @@ def write_atomically(uri: str, data: bytes) -> None:
 
     Readers see the old file or the new one: a rename on POSIX and HDFS; object stores write the final
     object in one piece. The folder is created when missing; a failed write leaves no temporary file.
+
+    Parameters
+    ----------
+    uri : str
+        The file to replace (or create).
+    data : bytes
+        Its new contents.
+
+    Returns
+    -------
+    None
+        The file holds `data` when this returns; on error the original exception is re-raised.
     """
     fs, path = filesystem(uri)
     folder, name = posixpath.split(path)
@@ -85,13 +132,35 @@ def write_atomically(uri: str, data: bytes) -> None:
 
 
 def remove_dir(uri: str) -> None:
-    """Delete a scratch folder given as a local path or URI, if it is there."""
+    """Delete a scratch folder given as a local path or URI, if it is there.
+
+    Parameters
+    ----------
+    uri : str
+        The folder (e.g. from `Lake.scratch_dir`).
+
+    Returns
+    -------
+    None
+        Nothing happens when the folder is already gone.
+    """
     fs, path = filesystem(uri)
     delete_quietly(fs, path, directory=True)
 
 
 def read_bytes(uri: str) -> io.BytesIO:
-    """The whole small file at `uri` (local path or URI) in memory, e.g. a checkpoint for `torch.load`."""
+    """The whole small file at `uri` (local path or URI) in memory, e.g. a checkpoint for `torch.load`.
+
+    Parameters
+    ----------
+    uri : str
+        The file to read.
+
+    Returns
+    -------
+    io.BytesIO
+        Its contents, positioned at the start.
+    """
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as stream:
         return io.BytesIO(stream.read())
@@ -117,7 +186,15 @@ def _partition_values(relative_path: str, partition_by: Sequence[str]) -> dict[s
 
 
 class DeltaRsCommitter:
-    """Writes a Spark DataFrame as one new version of a Delta table at `table_uri`."""
+    """Writes a Spark DataFrame as one new version of a Delta table at `table_uri`.
+
+    Parameters
+    ----------
+    table_uri : str
+        The Delta table (local path or URI), created by the first write.
+    storage_options : dict of str to str, optional
+        Passed to deltalake (credentials, endpoints).
+    """
 
     def __init__(self, table_uri: str, storage_options: dict[str, str] | None = None):
         self.table_uri = table_uri
@@ -125,6 +202,13 @@ class DeltaRsCommitter:
         self.fs, self.root = filesystem(table_uri)
 
     def exists(self) -> bool:
+        """Whether a Delta table is at `table_uri`.
+
+        Returns
+        -------
+        bool
+            True when the folder holds a Delta log.
+        """
         from deltalake import DeltaTable
 
         return DeltaTable.is_deltatable(self.table_uri, storage_options=self.storage_options)
@@ -150,6 +234,40 @@ class DeltaRsCommitter:
         `read_version`: the version the job computed `df` from (-1: the table did not exist). The commit
         is checked against it: if another read-checked write, an overwrite of the same files or the
         table's creation committed since, `CommitConflict` is raised and nothing is committed.
+
+        Parameters
+        ----------
+        df : DataFrame
+            The rows to commit.
+        mode : {"overwrite", "append", "replace_partitions"}
+            How the new files relate to the current ones (above).
+        partition_by : sequence of str, default ()
+            Partition columns of the table.
+        replace_partitions : sequence of str, optional
+            With "replace_partitions": the partition values to replace (empty: nothing is written).
+        commit_metadata : dict of str to str, optional
+            Custom metadata of the commit, kept in the table's history.
+        app_transaction : (str, int), optional
+            `(app_id, version)` idempotency marker recorded with the commit.
+        spark_uri : str, optional
+            The table's location as Spark sees it (default `table_uri`), for staging the Parquet files.
+        before_commit : callable, optional
+            `before_commit(staged_df)`, the publish gate; raising aborts the commit.
+        read_version : int, optional
+            The version `df` was computed from, to check the commit against.
+
+        Returns
+        -------
+        int
+            The table's version after the commit.
+
+        Raises
+        ------
+        CommitConflict
+            If a concurrent commit invalidates `read_version`, or another writer created the table or won
+            the commit first.
+        ValueError
+            If "replace_partitions" is asked of a table without exactly one partition column.
         """
         from deltalake import DeltaTable
         from deltalake.exceptions import CommitFailedError

@@ -47,6 +47,22 @@ class Lake:
 
     Reports, models, checkpoints and the landing zone live under `_reports`, `_models`, `_checkpoints`
     and `_landing` next to the tables.
+
+    Parameters
+    ----------
+    spark : SparkSession
+        The session that reads and writes the tables.
+    root : str
+        The lake's folder: a local path, a file:// URI or an object-store URI (s3a:// ...).
+    engine : {"auto", "spark", "delta-rs"}, default "auto"
+        The Delta engine; "auto" is "spark" when the Delta Lake jars are on the classpath, else "delta-rs".
+    storage_options : dict of str to str, optional
+        Passed to deltalake (credentials, endpoints) on the delta-rs engine.
+
+    Raises
+    ------
+    ValueError
+        If `engine` is unknown, or is "spark" without the Delta Lake jars.
     """
 
     def __init__(self, spark, root: str, engine: str = "auto", storage_options: dict[str, str] | None = None):
@@ -71,21 +87,64 @@ class Lake:
 
     # -- paths -------------------------------------------------------------------------------
     def uri(self, table: str) -> str:
-        """Location of a table as deltalake and the filesystem see it."""
+        """Location of a table as deltalake and the filesystem see it.
+
+        Parameters
+        ----------
+        table : str
+            Table name.
+
+        Returns
+        -------
+        str
+            `root/table` (a plain path on a local lake).
+        """
         return os.path.join(self.root, table) if self.is_local else f"{self.root}/{table}"
 
     def spark_uri(self, table: str) -> str:
-        """Location of a table as Spark sees it (local paths as file:// URIs)."""
+        """Location of a table as Spark sees it (local paths as file:// URIs).
+
+        Parameters
+        ----------
+        table : str
+            Table name.
+
+        Returns
+        -------
+        str
+            The table's URI for Spark readers and writers.
+        """
         return f"file://{self.uri(table)}" if self.is_local else self.uri(table)
 
     def path(self, *parts: str) -> str:
-        """A non-table location under the lake, e.g. `lake.path("_reports", "quality")`."""
+        """A non-table location under the lake, e.g. `lake.path("_reports", "quality")`.
+
+        Parameters
+        ----------
+        *parts : str
+            Path components below the root.
+
+        Returns
+        -------
+        str
+            The joined path (a plain path on a local lake, a URI otherwise).
+        """
         return os.path.join(self.root, *parts) if self.is_local else "/".join([self.root, *parts])
 
     def scratch_dir(self, prefix: str = "walks") -> str:
         """A fresh folder under `_tmp` for intermediate files every executor can read (as a Spark URI).
 
         The caller deletes it when done (`lake.commit.remove_dir`); the name is unique per process and call.
+
+        Parameters
+        ----------
+        prefix : str, default "walks"
+            Start of the folder's name.
+
+        Returns
+        -------
+        str
+            The folder's Spark URI (`_tmp/<prefix>-<pid>-<random>`); it is not created here.
         """
         path = self.path("_tmp", f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         return f"file://{path}" if self.is_local else path
@@ -96,6 +155,16 @@ class Lake:
         the new version (on delta-rs: the staged Parquet files, so nothing is computed twice);
         `context` has `mode`, `partition_column`, `partitions` and `metadata`. If the gate raises,
         nothing is committed and the table stays at its previous version (quality/gate.py).
+
+        Parameters
+        ----------
+        gate : callable or None
+            `gate(table, df, context)`, raising to refuse a write; None removes the current gate.
+
+        Returns
+        -------
+        None
+            The gate applies to every later gated write of this `Lake`.
         """
         self.gate = gate
 
@@ -104,6 +173,18 @@ class Lake:
 
     # -- reading -----------------------------------------------------------------------------
     def exists(self, table: str) -> bool:
+        """Whether `table` is a Delta table in the lake.
+
+        Parameters
+        ----------
+        table : str
+            Table name.
+
+        Returns
+        -------
+        bool
+            True when `root/table` holds a Delta table.
+        """
         if self.engine == "spark":
             from delta.tables import DeltaTable
 
@@ -111,7 +192,18 @@ class Lake:
         return self._committer(table).exists()
 
     def version(self, table: str) -> int | None:
-        """Latest version of a table, None when it does not exist."""
+        """Latest version of a table, None when it does not exist.
+
+        Parameters
+        ----------
+        table : str
+            Table name.
+
+        Returns
+        -------
+        int or None
+            The newest version number, None when there is no such table.
+        """
         if not self.exists(table):
             return None
         return self.history(table, limit=1)[0]["version"]
@@ -128,6 +220,27 @@ class Lake:
         `dates` (rows with `dt` in them) and `partition_filters` (e.g. `[("dt", "=", "2026-11-07")]`)
         prune by partition: only those partitions' files are listed and read. The rows are the same as
         filtering the whole table.
+
+        Parameters
+        ----------
+        table : str
+            Table name.
+        version : int, optional
+            Version to read by time travel; default the latest.
+        dates : iterable of date or str, optional
+            Keep only rows whose `dt` is one of these days (an empty iterable: no rows).
+        partition_filters : sequence of (column, op, value), optional
+            Partition filters, op one of `=`, `!=`, `in`, `not in`; values compare as strings.
+
+        Returns
+        -------
+        DataFrame
+            The rows, in the table's column order.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the table does not exist.
         """
         filters = list(partition_filters or [])
         if dates is not None:
@@ -172,6 +285,18 @@ class Lake:
         never seen. A table partitioned by another column whose commits record that column (`walks`,
         `item_embeddings`: `method`) is resolved per value: each value from its own newest such commit.
         None when the table does not exist or no version of it is dated before `day`.
+
+        Parameters
+        ----------
+        table : str
+            Table name.
+        day : date or str
+            The day of the job (ISO string or date); only data from before it is returned.
+
+        Returns
+        -------
+        DataFrame or None
+            The table as of `day`, or None (see above).
         """
         from pyspark.sql import functions as F
 
@@ -202,7 +327,20 @@ class Lake:
         return self.read(table, version=dated[0]["version"])
 
     def history(self, table: str, limit: int | None = None) -> list[dict]:
-        """Versions newest first: `version`, `timestamp`, `operation` and the commit's metadata."""
+        """Versions newest first: `version`, `timestamp`, `operation` and the commit's metadata.
+
+        Parameters
+        ----------
+        table : str
+            Table name (it must exist).
+        limit : int, optional
+            At most this many newest versions; default all.
+
+        Returns
+        -------
+        list of dict
+            One dict per version, newest first, the commit metadata flattened into it.
+        """
         if self.engine == "spark":
             rows = self.spark.sql(f"DESCRIBE HISTORY delta.`{self.spark_uri(table)}`").collect()
             # Our commit metadata travels as JSON in userMetadata: flatten it as delta-rs does.
@@ -229,6 +367,27 @@ class Lake:
 
         With `read_version`, a concurrent commit since that version raises `CommitConflict` instead of
         being silently replaced (a lost update).
+
+        Parameters
+        ----------
+        table : str
+            Table name; created if missing.
+        df : DataFrame
+            The new contents (conformed to the table's registered schema, if it has one).
+        metadata : dict of str to str, optional
+            Commit metadata (e.g. `date`), kept in the table's history.
+        read_version : int, optional
+            The version `df` was computed from (see `read_version`), to check the commit against.
+
+        Returns
+        -------
+        int
+            The version committed.
+
+        Raises
+        ------
+        CommitConflict
+            If `read_version` is given and another read-checked write committed since.
         """
         return self._write(table, df, "overwrite", metadata=metadata, read_version=read_version)
 
@@ -244,13 +403,47 @@ class Lake:
 
         `read_version`: the version `df` was computed from (see `read_version`); if another read-checked
         write committed since, `CommitConflict` is raised and nothing is written.
+
+        Parameters
+        ----------
+        table : str
+            Table name; created if missing.
+        df : DataFrame
+            The rows to add.
+        metadata : dict of str to str, optional
+            Commit metadata, kept in the table's history.
+        app_transaction : (str, int), optional
+            `(app_id, n)` idempotency marker recorded with the commit.
+        read_version : int, optional
+            The version `df` was computed from, to check the commit against.
+
+        Returns
+        -------
+        int
+            The version committed.
+
+        Raises
+        ------
+        CommitConflict
+            If `read_version` is given and another read-checked write committed since.
         """
         return self._write(
             table, df, "append", metadata=metadata, app_transaction=app_transaction, read_version=read_version
         )
 
     def read_version(self, table: str) -> int:
-        """The version a read-then-write job reads now, for its write's `read_version` (-1: no table)."""
+        """The version a read-then-write job reads now, for its write's `read_version` (-1: no table).
+
+        Parameters
+        ----------
+        table : str
+            Table name.
+
+        Returns
+        -------
+        int
+            The latest version, -1 when the table does not exist.
+        """
         version = self.version(table)
         return -1 if version is None else version
 
@@ -261,6 +454,27 @@ class Lake:
 
         Re-running a day replaces that day: idempotent, never duplicated. Dates in `dates` with no rows
         in `df` end up empty.
+
+        Parameters
+        ----------
+        table : str
+            Table name, partitioned by `dt` alone.
+        df : DataFrame
+            The new rows of those days.
+        dates : iterable of date or str
+            The days to replace.
+        metadata : dict of str to str, optional
+            Commit metadata, kept in the table's history.
+
+        Returns
+        -------
+        int
+            The version committed.
+
+        Raises
+        ------
+        ValueError
+            If the table is not partitioned by `dt` alone.
         """
         return self.overwrite_partitions(table, df, "dt", dates, metadata=metadata)
 
@@ -270,6 +484,29 @@ class Lake:
         """Replace exactly the partitions `column IN values` with `df`, leaving the others as they are.
 
         Rows of `df` outside `values` are dropped, so a replace can never leak into another partition.
+
+        Parameters
+        ----------
+        table : str
+            Table name, partitioned by `column` alone.
+        df : DataFrame
+            The new rows of those partitions.
+        column : str
+            The partition column.
+        values : iterable
+            The partition values to replace (compared as strings).
+        metadata : dict of str to str, optional
+            Commit metadata, kept in the table's history.
+
+        Returns
+        -------
+        int
+            The version committed (with `values` empty, an existing table's current version).
+
+        Raises
+        ------
+        ValueError
+            If the table is not partitioned by `column` alone.
         """
         wanted = sorted({str(v) for v in values})
         return self._write(
@@ -283,6 +520,29 @@ class Lake:
 
         Removing what no reader references publishes no data, so there is nothing to validate (a
         gate's "there are rows" check would otherwise refuse every clean-up of the last rows).
+
+        Parameters
+        ----------
+        table : str
+            Table name, partitioned by `column` alone.
+        column : str
+            The partition column.
+        values : iterable
+            The partition values to remove (compared as strings).
+        metadata : dict of str to str, optional
+            Commit metadata, kept in the table's history.
+
+        Returns
+        -------
+        int
+            The version committed.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the table does not exist.
+        ValueError
+            If the table is not partitioned by `column` alone.
         """
         wanted = sorted({str(v) for v in values})
         empty = self.spark.createDataFrame([], self.read(table).schema)
@@ -381,6 +641,13 @@ class Lake:
 
     # -- housekeeping ------------------------------------------------------------------------
     def tables(self) -> list[str]:
+        """The tables of the lake: its Delta-table folders not starting with `_`.
+
+        Returns
+        -------
+        list of str
+            Table names, sorted; empty when the root does not exist.
+        """
         fs, root = filesystem(self.root)
         import pyarrow.fs as pafs
 
@@ -401,6 +668,16 @@ class Lake:
 
         On delta-rs it comes from the partition values of the latest version's files in the Delta log:
         no data file is read, however large the table.
+
+        Parameters
+        ----------
+        table : str, default "events"
+            Table name, partitioned by `dt`.
+
+        Returns
+        -------
+        date or None
+            The latest day, None when the table does not exist or has no dated rows.
         """
         from pyspark.sql import functions as F
 
@@ -421,6 +698,25 @@ def retry_on_conflict(step: Callable[[], Any], what: str, attempts: int = CONFLI
 
     Safe only for steps that read the table afresh each time, so a retry starts from the new version.
     After `attempts` losses the conflict is raised with `what` and the count in its message.
+
+    Parameters
+    ----------
+    step : callable
+        The read-then-write step, called without arguments.
+    what : str
+        What the step does, for the log and the final error message.
+    attempts : int, default CONFLICT_ATTEMPTS
+        How many times to try.
+
+    Returns
+    -------
+    Any
+        What `step` returned on its first attempt without a conflict.
+
+    Raises
+    ------
+    CommitConflict
+        If every attempt lost to a concurrent commit.
     """
     for attempt in range(1, attempts + 1):
         try:

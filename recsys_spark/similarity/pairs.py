@@ -25,6 +25,20 @@ _LO = float(2**40)  # the remainder, in units of 2^-66
 
 
 def shuffle_partitions(df: DataFrame, partitions: int | None) -> int:
+    """The partition count of a shuffle: `partitions` if given, else `spark.sql.shuffle.partitions`.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Any frame of the session whose configuration supplies the default.
+    partitions : int or None
+        An explicit count; None (or 0) uses the session's `spark.sql.shuffle.partitions`.
+
+    Returns
+    -------
+    int
+        The number of partitions to shuffle into.
+    """
     if partitions:
         return partitions
     return int(df.sparkSession.conf.get("spark.sql.shuffle.partitions"))
@@ -37,6 +51,30 @@ def blocked_pairs(
 
     `items` must be sorted ascending with distinct elements (e.g. `array_sort(collect_list(struct(id,
     ...)))`), so every pair comes out once with `l < r`. Rows with fewer than 2 elements give nothing.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Input rows, one list per row.
+    keys : sequence of str
+        Columns carried over to every pair (e.g. the user a list belongs to).
+    items : str
+        The array column to pair up: sorted ascending, distinct elements.
+    block_size : int
+        Longest list piece paired in one row (>= 2); longer lists are cut into blocks of this size.
+    partitions : int, optional
+        Partitions of the repartition before the pairs are emitted (default:
+        `spark.sql.shuffle.partitions`, see `shuffle_partitions`).
+
+    Returns
+    -------
+    DataFrame
+        Columns `keys..., l, r`, one row per unordered pair with `l < r`.
+
+    Raises
+    ------
+    ValueError
+        If `block_size` is below 2.
     """
     if block_size < 2:
         raise ValueError(f"block_size must be >= 2, got {block_size}")
@@ -70,7 +108,20 @@ def blocked_pairs(
 
 
 def exact_sum(term: Column, name: str) -> list[Column]:
-    """Aggregate expressions summing `term` (a non-negative double) exactly; finish with `exact_value`."""
+    """Aggregate expressions summing `term` (a non-negative double) exactly; finish with `exact_value`.
+
+    Parameters
+    ----------
+    term : Column
+        The non-negative double to sum per group.
+    name : str
+        Prefix of the two result columns.
+
+    Returns
+    -------
+    list of Column
+        Two aggregates, `<name>_hi` and `<name>_lo` (the fixed-point integer sums), for `agg(...)`.
+    """
     scaled = term * F.lit(_HI)
     hi = F.floor(scaled)
     lo = F.round((scaled - hi) * F.lit(_LO)).cast("long")
@@ -78,6 +129,17 @@ def exact_sum(term: Column, name: str) -> list[Column]:
 
 
 def exact_value(name: str) -> Column:
-    """The double from the two integer sums written by `exact_sum(..., name)`."""
+    """The double from the two integer sums written by `exact_sum(..., name)`.
+
+    Parameters
+    ----------
+    name : str
+        The `name` given to `exact_sum`: reads columns `<name>_hi` and `<name>_lo`.
+
+    Returns
+    -------
+    Column
+        The exact sum as a double.
+    """
     hi, lo = F.col(f"{name}_hi").cast("double"), F.col(f"{name}_lo").cast("double")
     return (hi + lo / F.lit(_LO)) / F.lit(_HI)

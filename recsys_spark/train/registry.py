@@ -59,21 +59,85 @@ class RegistryConflict(RuntimeError):
 
 
 class VectorStore(Protocol):
-    """The `item_vectors` rows of each version (the two-tower's; the ranker has none)."""
+    """The `item_vectors` rows of each version (the two-tower's; the ranker has none).
 
-    def commit(self, version: str, folder_url: str) -> None: ...
-    def versions(self) -> set[str]: ...
-    def drop(self, versions: list[str]) -> None: ...
+    Parameters
+    ----------
+    None
+        A structural type (`typing.Protocol`), never instantiated: any object with these three
+        methods is one (`train.job.LakeItemVectors`).
+    """
+
+    def commit(self, version: str, folder_url: str) -> None:
+        """Commit the item vectors of the placed version `version` as its own rows.
+
+        Parameters
+        ----------
+        version : str
+            The model version, e.g. `full-2026-11-05`.
+        folder_url : str
+            The placed version folder holding `item_vectors.parquet`.
+
+        Returns
+        -------
+        None
+            Other versions' rows stay as they are.
+        """
+
+    def versions(self) -> set[str]:
+        """The model versions that have rows.
+
+        Returns
+        -------
+        set of str
+            Their version names (empty when there are none).
+        """
+
+    def drop(self, versions: list[str]) -> None:
+        """Remove the rows of `versions`.
+
+        Parameters
+        ----------
+        versions : list of str
+            Model versions to drop (empty: nothing to do).
+
+        Returns
+        -------
+        None
+            The other versions' rows stay.
+        """
 
 
 def kill_point(step: str) -> None:
-    """Test hook: die here (SIGKILL, no cleanup) when RECSYS_TEST_KILL_AT names this step."""
+    """Test hook: die here (SIGKILL, no cleanup) when RECSYS_TEST_KILL_AT names this step.
+
+    Parameters
+    ----------
+    step : str
+        The step reached: placed, vectors, pointer, latest or gc.
+
+    Returns
+    -------
+    None
+        Returns at once unless the environment names `step` (then the process is killed).
+    """
     if os.environ.get(KILL_ENV) == step:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
 def referenced(pointer: dict) -> set[str]:
-    """Versions a pointer needs in place: the serving one, the full one and the incremental slot."""
+    """Versions a pointer needs in place: the serving one, the full one and the incremental slot.
+
+    Parameters
+    ----------
+    pointer : dict
+        A pointer body (`full`, `incremental`, `serving`), possibly empty.
+
+    Returns
+    -------
+    set of str
+        The version names it references.
+    """
     refs = {pointer.get("serving"), (pointer.get("full") or {}).get("version")}
     refs.add((pointer.get("incremental") or {}).get("version"))
     return {r for r in refs if r}
@@ -82,7 +146,18 @@ def referenced(pointer: dict) -> set[str]:
 def full_update(entry: dict) -> Callable[[dict], dict | None]:
     """Pointer change of a full version: it serves unless a newer full is already in (a backfill then
     changes no pointer). Always re-based on the current pointer, so a full is never rolled back and
-    never rolls a newer one back."""
+    never rolls a newer one back.
+
+    Parameters
+    ----------
+    entry : dict
+        The full version's pointer entry (`version`, `id`, ...).
+
+    Returns
+    -------
+    callable
+        `update(current_pointer)` for `Registry.publish`: the new pointer body, or None for a backfill.
+    """
 
     def update(current: dict) -> dict | None:
         serving_full = (current.get("full") or {}).get("version", "")
@@ -95,7 +170,22 @@ def full_update(entry: dict) -> Callable[[dict], dict | None]:
 
 def incremental_update(entry: dict, started_from: dict) -> Callable[[dict], dict | None]:
     """Pointer change of an incremental trained from the pointer `started_from`: re-based only while
-    its full and incremental slot are unchanged; otherwise its update would drop or roll back another."""
+    its full and incremental slot are unchanged; otherwise its update would drop or roll back another.
+
+    Parameters
+    ----------
+    entry : dict
+        The incremental version's pointer entry (`version`, `base_id`, ...).
+    started_from : dict
+        The pointer the incremental was trained from.
+
+    Returns
+    -------
+    callable
+        `update(current_pointer)` for `Registry.publish`: the new pointer body; it raises
+        `RegistryConflict` when the full or incremental slot of `current_pointer` differs from
+        `started_from`.
+    """
 
     def update(current: dict) -> dict | None:
         for slot in (FULL, INCREMENTAL):
@@ -128,10 +218,32 @@ def _exchange(a: str, b: str) -> bool:
 
 @dataclass
 class Registry:
+    """The versions and the pointer of one model under `root` (layout and steps: module docstring).
+
+    Parameters
+    ----------
+    root : str
+        URI (or local path) of `_models/<model>`.
+    """
+
     root: str  # URI of _models/<model>
 
     @classmethod
     def for_model(cls, lake, model: str) -> Registry:
+        """The registry of `model` in `lake`.
+
+        Parameters
+        ----------
+        lake : Lake
+            The lake whose `_models` folder holds the model.
+        model : str
+            Model name, e.g. `two_tower` or `ranker`.
+
+        Returns
+        -------
+        Registry
+            Rooted at `<lake>/_models/<model>`.
+        """
         return cls(lake.path("_models", model))
 
     def _fs(self):
@@ -141,9 +253,30 @@ class Registry:
         return "://" not in self.root or self.root.startswith("file:")
 
     def version_url(self, slot: str, version: str) -> str:
+        """Where a version's folder lives.
+
+        Parameters
+        ----------
+        slot : {"full", "incremental"}
+            The version's slot.
+        version : str
+            The version name.
+
+        Returns
+        -------
+        str
+            `<root>/<slot>/<version>`.
+        """
         return f"{self.root}/{slot}/{version}"
 
     def staging_url(self) -> str:
+        """A fresh folder under `_staging` to write a version into before `publish`.
+
+        Returns
+        -------
+        str
+            `<root>/_staging/<random>`, unique per call; not created here.
+        """
         return f"{self.root}/_staging/{uuid.uuid4().hex}"
 
     # -- reading the pointer ---------------------------------------------------------------------
@@ -171,7 +304,13 @@ class Registry:
         """The newest pointer (`generation`, `full`, `incremental`, `serving`); {} before any publish.
 
         Resolved from `pointers/` (LATEST.json can lag one generation after a kill); a lake written
-        before pointer files existed falls back to its LATEST.json as generation 0."""
+        before pointer files existed falls back to its LATEST.json as generation 0.
+
+        Returns
+        -------
+        dict
+            The pointer, or {} when nothing was ever published.
+        """
         _, path = self._fs()
         generations = self._generations()
         if not generations:
@@ -180,6 +319,18 @@ class Registry:
         return self._read_json(f"{path}/pointers/{generations[-1]:020d}.json")
 
     def versions(self, slot: str) -> list[str]:
+        """The version folders placed in a slot.
+
+        Parameters
+        ----------
+        slot : {"full", "incremental"}
+            The slot to list.
+
+        Returns
+        -------
+        list of str
+            Version names, sorted (oldest first for the dated names); empty when the slot is absent.
+        """
         from pyarrow import fs as pafs
 
         fs, path = self._fs()
@@ -187,7 +338,18 @@ class Registry:
         return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
 
     def full_before(self, day: dt.date) -> str | None:
-        """The newest full version trained on a day before `day` (the warm start / the model to evaluate)."""
+        """The newest full version trained on a day before `day` (the warm start / the model to evaluate).
+
+        Parameters
+        ----------
+        day : date
+            The day the caller trains or evaluates on.
+
+        Returns
+        -------
+        str or None
+            The version name (`full-<date>`), None when no full is older than `day`.
+        """
         older = [v for v in self.versions(FULL) if v.startswith("full-") and v[5:] < day.isoformat()]
         return older[-1] if older else None
 
@@ -205,7 +367,34 @@ class Registry:
 
         `update(current_pointer)` returns the new pointer body, None to leave the pointer alone, or
         raises RegistryConflict; it is re-run on the re-read pointer when another publisher wins the
-        generation first. Returns the pointer in force afterwards."""
+        generation first. Returns the pointer in force afterwards.
+
+        Parameters
+        ----------
+        staging : str
+            The complete version folder (e.g. from `staging_url`); it is moved, not copied.
+        slot : {"full", "incremental"}
+            The slot to publish into.
+        version : str
+            The version name (a full of that name is replaced; an incremental name must be new).
+        update : callable
+            `update(current_pointer)`, e.g. from `full_update` or `incremental_update`.
+        vectors : VectorStore, optional
+            Where the version's `item_vectors` rows are committed and dropped.
+        keep_full : int, default 7
+            Full versions kept by the garbage collection after the switch.
+
+        Returns
+        -------
+        dict
+            The pointer in force afterwards (unchanged when `update` returned None).
+
+        Raises
+        ------
+        RegistryConflict
+            If `update` cannot be re-based, an incremental's name is taken, or the pointer kept changing
+            for `CAS_ATTEMPTS` tries; the version is then dropped unless a pointer references it.
+        """
         self.repair_latest()
         self._place(staging, slot, version)
         kill_point("placed")
@@ -289,12 +478,30 @@ class Registry:
             os.unlink(tmp)
 
     def repair_latest(self) -> None:
-        """Bring LATEST.json up to the newest pointer file (after a kill between the two)."""
+        """Bring LATEST.json up to the newest pointer file (after a kill between the two).
+
+        Returns
+        -------
+        None
+            LATEST.json is rewritten only when it lags.
+        """
         generations = self._generations()
         if generations and self._latest_file().get("generation") != generations[-1]:
             self.write_latest(self.latest())
 
     def write_latest(self, pointer: dict) -> None:
+        """Replace LATEST.json with `pointer` (temporary file, then a move).
+
+        Parameters
+        ----------
+        pointer : dict
+            The pointer body to write.
+
+        Returns
+        -------
+        None
+            Readers see the old file or the new one.
+        """
         write_atomically(f"{self.root}/LATEST.json", json.dumps(pointer, indent=2, sort_keys=True).encode())
 
     # -- garbage collection ----------------------------------------------------------------------
@@ -314,7 +521,20 @@ class Registry:
 
         A concurrent publisher's version in flight (placed, not yet switched) is left alone: it is the
         newest full, or an incremental newer than the serving one on the current full (its manifest's
-        `base_id` is the current full entry's `id`, unique per publish)."""
+        `base_id` is the current full entry's `id`, unique per publish).
+
+        Parameters
+        ----------
+        keep_full : int
+            The newest full versions kept even when no pointer references them.
+        vectors : VectorStore, optional
+            Where orphaned `item_vectors` rows are dropped.
+
+        Returns
+        -------
+        None
+            Old pointer files beyond the newest `POINTERS_KEPT` are deleted too.
+        """
         with_rows = vectors.versions() if vectors is not None else set()  # listed before the folders
         pointer = self.latest()
         in_use = self._in_use()
@@ -341,5 +561,19 @@ class Registry:
             delete_quietly(self._fs()[0], f"{path}/pointers/{g:020d}.json")
 
     def drop(self, slot: str, version: str) -> None:
+        """Delete a version's folder (nothing to do if it is gone).
+
+        Parameters
+        ----------
+        slot : {"full", "incremental"}
+            The version's slot.
+        version : str
+            The version name.
+
+        Returns
+        -------
+        None
+            Its `item_vectors` rows are not touched (see `collect_garbage`).
+        """
         fs, path = self._fs()
         delete_quietly(fs, f"{path}/{slot}/{version}", directory=True)  # another publisher may race us
