@@ -467,7 +467,13 @@ def test_daily_run_produces_and_publishes_every_table(daily_runs, airflow):
         "two_tower": f"full-{D1}",
         "ranker": f"full-{D1}",
     }
-    assert published["quality"] == {"rank_samples": "passed"}
+    # validate_outputs checked rank_samples; every job also gated each table it wrote before its commit
+    # (docs/quality.md), so each published table with a suite has the day's summary, none failed.
+    quality = published["quality"]
+    assert quality["rank_samples"] == "passed"
+    suites = {t for t in PUBLISHED_TABLES if (ROOT / "schemas" / "expectations" / f"{t}.json").exists()}
+    assert suites and suites <= set(quality), suites - set(quality)
+    assert "failed" not in quality.values(), quality
     assert (lake / "_reports" / "evaluation" / f"{D1}.json").exists()
     # The publish task emitted the daily Asset with the day and the tables' versions attached.
     events = airflow.python(
