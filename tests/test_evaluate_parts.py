@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_spark.evaluate.channels import (
+from recsys_spark.candidates.lists import (
     item_to_item_candidates,
     popularity_candidates,
     topk_lists,

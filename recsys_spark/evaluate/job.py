@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 from recsys_spark.catalog import WALK_METHODS
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.errors import UsageError
-from recsys_spark.evaluate import channels
+from recsys_spark.candidates import lists as channels
 from recsys_spark.evaluate.metrics import auc, logloss, topk_metrics, uauc
 from recsys_spark.samples.features import ITEM_DENSE, last_n_clicks
 from recsys_spark.samples.recall import hash_uniform, positives

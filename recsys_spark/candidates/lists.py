@@ -1,4 +1,4 @@
-"""Candidate generation for evaluating recall channels on a held-out day.
+"""Candidate generation: the ranked list each recall channel gives a user.
 
 Every channel turns what was known before the evaluation day into a ranked list per user, in one shape:
 `(user_id, item_id, score double, rank int)`, rank 1..K, highest score first, ties by `item_id`

@@ -1,0 +1,1 @@
+"""The recommendation funnel, precomputed daily: recall -> rank -> rerank (DESIGN.md "Recommendations")."""
