@@ -10,9 +10,10 @@ what each user actually engaged with on the day.
 - `popularity_candidates`: the same global top-K for everyone (the baseline every channel must beat).
 - `vector_candidates` (two-tower, graph embeddings): exact brute-force top-K by dot product.
 
-Items the user already interacted with are not removed from the lists: a user's history is a strong
-predictor of what they engage with again (re-reads, re-purchases), and a channel should be measured
-on what it would actually serve. A job that wants only new items can anti-join the history first.
+Every channel takes an optional `exclude` of `(user_id, item_id)` pairs (the items a user already
+engaged with): they are removed *before* the top-K cut, so a user still gets K items where K unseen
+ones exist. Without it, history items stay in the lists (re-reads, re-purchases are real engagement);
+serving and the `--exclude-seen` evaluation pass it, since on ratings data nobody rates a film twice.
 
 The Spark channels use built-in functions only and never bring input-sized data to the driver. Scores
 are sums of products accumulated in a fixed order (the products sorted ascending, then added left to
@@ -22,7 +23,7 @@ which keeps tie-breaking, and therefore the metrics, reproducible from run to ru
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -47,8 +48,10 @@ def _ordered_sum(col: Column) -> Column:
     return F.aggregate(F.array_sort(F.collect_list(col)), F.lit(0.0).cast("double"), lambda acc, x: acc + x)
 
 
-def _rank_top_k(scored: DataFrame, k: int) -> DataFrame:
-    """Keep positive scores, rank per user (score desc, item_id asc) and keep ranks 1..k."""
+def _rank_top_k(scored: DataFrame, k: int, exclude: DataFrame | None = None) -> DataFrame:
+    """Drop `exclude`d pairs, keep positive scores, rank per user (score desc, item_id asc), keep 1..k."""
+    if exclude is not None:
+        scored = scored.join(exclude.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")
     order = Window.partitionBy("user_id").orderBy(F.col("score").desc(), F.col("item_id").asc())
     return (
         scored.filter(F.col("score") > 0)
@@ -58,7 +61,9 @@ def _rank_top_k(scored: DataFrame, k: int) -> DataFrame:
     )
 
 
-def item_to_item_candidates(history: DataFrame, sim: DataFrame, k: int) -> DataFrame:
+def item_to_item_candidates(
+    history: DataFrame, sim: DataFrame, k: int, exclude: DataFrame | None = None
+) -> DataFrame:
     """Top-k items per user from an item–item similarity table (ItemCF, Swing).
 
     `history`: `(user_id, item_id, weight)`, one row per (user, item) — each user's interactions before
@@ -66,8 +71,9 @@ def item_to_item_candidates(history: DataFrame, sim: DataFrame, k: int) -> DataF
     sim_item_id, score, rank)`, used as given (filter `rank` first to use fewer neighbours).
 
     score(u, j) = Σ_{i ∈ history(u)} weight(u, i) · sim(i, j); only score > 0 is listed. Items already in
-    u's history are kept when they are neighbours of other history items (see the module docstring).
-    A user without history rows, or whose items have no neighbours, gets no rows.
+    u's history are kept when they are neighbours of other history items, unless `exclude (user_id,
+    item_id)` names them (removed before the cut). A user without history rows, or whose items have no
+    neighbours, gets no rows.
     Returns `(user_id, item_id, score double, rank int)`.
     """
     k = _check_k(k)
@@ -80,11 +86,15 @@ def item_to_item_candidates(history: DataFrame, sim: DataFrame, k: int) -> DataF
     scored = products.groupBy("user_id", "item_id").agg(
         _ordered_sum(F.col("weight").cast("double") * F.col("sim").cast("double")).alias("score")
     )
-    return _rank_top_k(scored, k)
+    return _rank_top_k(scored, k, exclude)
 
 
 def user_to_user_candidates(
-    history: DataFrame, usercf_sim: DataFrame, interactions: DataFrame, k: int
+    history: DataFrame,
+    usercf_sim: DataFrame,
+    interactions: DataFrame,
+    k: int,
+    exclude: DataFrame | None = None,
 ) -> DataFrame:
     """Top-k items per user from similar users' interactions (UserCF).
 
@@ -93,7 +103,8 @@ def user_to_user_candidates(
     `usercf_sim`: `(user_id, sim_user_id, score, rank)`, used as given. `interactions`: `(user_id, item_id,
     weight)`, the neighbours' interest weights, one row per (user, item).
 
-    score(u, j) = Σ_v sim(u, v) · weight(v, j); only score > 0 is listed; items u already has are kept.
+    score(u, j) = Σ_v sim(u, v) · weight(v, j); only score > 0 is listed; items u already has are kept
+    unless `exclude (user_id, item_id)` names them (removed before the cut).
     Returns `(user_id, item_id, score double, rank int)`.
     """
     k = _check_k(k)
@@ -107,23 +118,16 @@ def user_to_user_candidates(
         .groupBy("user_id", "item_id")
         .agg(_ordered_sum(F.col("sim").cast("double") * F.col("weight").cast("double")).alias("score"))
     )
-    return _rank_top_k(scored, k)
+    return _rank_top_k(scored, k, exclude)
 
 
-def popularity_candidates(users: DataFrame, item_counts: DataFrame, k: int) -> DataFrame:
-    """The global top-k of `item_counts (item_id, count)` for every user of `users (user_id)`.
-
-    score = count (only count > 0), highest first, ties by item_id ascending. The k best items are found
-    first (a top-k over the items, then k rows to the driver) and only those k rows are crossed with the
-    distinct users, so the cost is |items| + |users| · k, never |users| · |items|.
-    Returns `(user_id, item_id, score double, rank int)`.
-    """
-    k = _check_k(k)
+def _top_items(item_counts: DataFrame, n: int) -> DataFrame:
+    """The n most counted items (count > 0; ties by item_id), ranked, as a small local frame."""
     top = (
         item_counts.select("item_id", F.col("count").cast("double").alias("score"))
         .filter(F.col("score") > 0)
         .orderBy(F.col("score").desc(), F.col("item_id").asc())
-        .limit(k)
+        .limit(n)
         .collect()
     )
     schema = T.StructType(
@@ -133,13 +137,51 @@ def popularity_candidates(users: DataFrame, item_counts: DataFrame, k: int) -> D
             T.StructField("rank", T.IntegerType()),
         ]
     )
-    ranked = item_counts.sparkSession.createDataFrame(
+    return item_counts.sparkSession.createDataFrame(
         [(row.item_id, row.score, rank) for rank, row in enumerate(top, start=1)], schema
     )
+
+
+def popularity_candidates(
+    users: DataFrame, item_counts: DataFrame, k: int, exclude: DataFrame | None = None
+) -> DataFrame:
+    """The global top-k of `item_counts (item_id, count)` for every user of `users (user_id)`.
+
+    score = count (only count > 0), highest first, ties by item_id ascending. The k best items are found
+    first (a top-k over the items, then k rows to the driver) and only those k rows are crossed with the
+    distinct users, so the cost is |items| + |users| · k, never |users| · |items|.
+
+    With `exclude (user_id, item_id)`, each user gets the k best items they are not excluded from. The
+    global prefix is widened to n = k + (the most excluded items any user has inside it), doubling
+    until it holds k allowed items for everyone (or the catalogue ends), so the driver holds n rows,
+    n ≤ k + the largest exclusion set, and ranks are renumbered 1..k per user.
+    Returns `(user_id, item_id, score double, rank int)`.
+    """
+    k = _check_k(k)
+    users = users.select("user_id").distinct()
+    if exclude is None:
+        ranked = _top_items(item_counts, k)
+        return users.crossJoin(F.broadcast(ranked)).select("user_id", "item_id", "score", "rank")
+    excluded = exclude.select("user_id", "item_id").join(users, "user_id", "left_semi")
+    n = k
+    while True:
+        ranked = _top_items(item_counts, n)
+        size = ranked.count()
+        worst = (
+            excluded.join(F.broadcast(ranked.select("item_id")), "item_id")
+            .groupBy("user_id")
+            .count()
+            .agg(F.max("count"))
+            .first()[0]
+        ) or 0
+        if size - worst >= k or size < n:
+            break
+        n = max(2 * n, k + worst)
+    allowed = users.crossJoin(F.broadcast(ranked)).join(excluded, ["user_id", "item_id"], "left_anti")
+    order = Window.partitionBy("user_id").orderBy(F.col("rank").asc())
     return (
-        users.select("user_id")
-        .distinct()
-        .crossJoin(F.broadcast(ranked))
+        allowed.withColumn("rank", F.row_number().over(order).cast("int"))
+        .filter(F.col("rank") <= k)
         .select("user_id", "item_id", "score", "rank")
     )
 
@@ -151,12 +193,15 @@ def vector_candidates(
     item_matrix: np.ndarray,
     k: int,
     chunk: int | None = None,
+    exclude: Mapping[str, Collection[str]] | None = None,
 ) -> pd.DataFrame:
     """Exact top-k items per user by dot product over the whole catalogue (two-tower, embeddings).
 
     `user_matrix[r]` is the vector of `user_ids[r]` ([U, d]); `item_matrix[c]` that of `item_ids[c]`
     ([I, d]). Scores are computed in float64; every item is a candidate (negative scores included, no
-    history filtering), ties broken by item_id ascending; each user gets min(k, I) rows.
+    history filtering), ties broken by item_id ascending; each user gets min(k, I) rows. `exclude` maps
+    a user id to item ids never to list for them (removed before the cut: such a user gets
+    min(k, I − excluded) rows).
 
     Memory: users are scored `chunk` at a time. One block holds the chunk × I float64 scores plus, at
     most, as many int64 row/column indices and a boolean mask, so the peak working set is bounded by
@@ -181,6 +226,7 @@ def vector_candidates(
     item_order = np.argsort(np.asarray(item_ids, dtype=object), kind="stable")
     items_sorted = items_m[item_order]
     sorted_ids = np.asarray(item_ids, dtype=object)[item_order]
+    column_of = {item: c for c, item in enumerate(sorted_ids)} if exclude else {}
     kk = min(k, n_items)
     if chunk is None:
         chunk = max(1, VECTOR_BLOCK_BYTES // (8 * n_items))
@@ -191,9 +237,13 @@ def vector_candidates(
     uids = np.asarray(user_ids, dtype=object)
     for start in range(0, users_m.shape[0], chunk):
         block = users_m[start : start + chunk] @ items_sorted.T  # [c, I]
+        if exclude:
+            for r, user in enumerate(uids[start : start + chunk]):
+                cols = [column_of[i] for i in exclude.get(user, ()) if i in column_of]
+                block[r, cols] = -np.inf
         # Everything scoring at least the k-th best score is a candidate (more than k when tied) ...
         kth = -np.partition(-block, kk - 1, axis=1)[:, kk - 1]
-        rows, cols = np.nonzero(block >= kth[:, None])
+        rows, cols = np.nonzero((block >= kth[:, None]) & np.isfinite(block))
         scores = block[rows, cols]
         del block
         # ... then order by (row, score desc, column asc) and keep each row's first kk.
