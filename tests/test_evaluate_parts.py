@@ -416,3 +416,41 @@ def test_reference_helpers_are_consistent():
     scores = {("u", "b"): 1.0, ("u", "a"): 1.0, ("u", "c"): 0.0, ("v", "x"): 2.0}
     assert ref_rank(scores, 5) == [("u", "a", 1.0, 1), ("u", "b", 1.0, 2), ("v", "x", 2.0, 1)]
     assert ordered_sums({"k": [0.3, 0.1, 0.2]}) == {"k": (0.1 + 0.2) + 0.3}
+
+
+def test_every_channel_removes_excluded_pairs_before_the_cut(spark):
+    """`exclude` (the seen pairs) leaves each user the k best *allowed* items, for every channel."""
+    rng = random.Random(5)
+    items = [f"i{n:02d}" for n in range(12)]
+    users = [f"u{n}" for n in range(6)]
+    history = random_history(rng, users, items, dyadic=False)
+    exclude = [(u, i) for u in users for i in rng.sample(items, rng.randint(0, 9))]
+    excluded = set(exclude)
+    exclude_df = spark.createDataFrame(exclude, "user_id string, item_id string")
+    sim = [(i, j, random_value(rng, False), 1) for i in items for j in items if i != j and rng.random() < 0.5]
+    products = defaultdict(list)
+    for u, i, w in history:
+        for a, j, s, _ in sim:
+            if a == i and (u, j) not in excluded:
+                products[(u, j)].append(w * s)
+    sim_df = spark.createDataFrame(sim, "item_id string, sim_item_id string, score double, rank int")
+    got = item_to_item_candidates(history_frame(spark, history), sim_df, 3, exclude=exclude_df)
+    assert rows_of(got) == ref_rank(ordered_sums(products), 3)
+
+    counts = [(i, n + 1) for n, i in enumerate(items)]  # i11 most popular
+    users_df = spark.createDataFrame([(u,) for u in users], "user_id string")
+    counts_df = spark.createDataFrame(counts, "item_id string, count long")
+    got = rows_of(popularity_candidates(users_df, counts_df, 3, exclude=exclude_df))
+    expected = []
+    for u in users:
+        allowed = [(i, float(c)) for i, c in sorted(counts, key=lambda t: -t[1]) if (u, i) not in excluded]
+        expected += [(u, i, s, r) for r, (i, s) in enumerate(allowed[:3], start=1)]
+    assert got == sorted(expected)
+
+    rng_np = np.random.default_rng(1)
+    um, im = rng_np.normal(size=(len(users), 3)), rng_np.normal(size=(len(items), 3))
+    seen = {u: {i for v, i in exclude if v == u} for u in users}
+    frame = vector_candidates(users, um, items, im, 4, exclude=seen)
+    for u, uv in zip(users, um):
+        allowed = sorted((-(uv @ iv), i) for i, iv in zip(items, im) if i not in seen[u])[:4]
+        assert list(frame[frame.user_id == u].item_id) == [i for _, i in allowed]

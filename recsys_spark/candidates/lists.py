@@ -168,12 +168,15 @@ def popularity_candidates(
         ranked = _top_items(item_counts, n)
         size = ranked.count()
         worst = (
-            excluded.join(F.broadcast(ranked.select("item_id")), "item_id")
-            .groupBy("user_id")
-            .count()
-            .agg(F.max("count"))
-            .first()[0]
-        ) or 0
+            (
+                excluded.join(F.broadcast(ranked.select("item_id")), "item_id")
+                .groupBy("user_id")
+                .count()
+                .agg(F.max("count"))
+                .first()[0]
+            )
+            or 0
+        )
         if size - worst >= k or size < n:
             break
         n = max(2 * n, k + worst)

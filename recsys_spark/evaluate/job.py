@@ -22,10 +22,10 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from recsys_spark.candidates import lists as channels
 from recsys_spark.catalog import WALK_METHODS
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.errors import UsageError
-from recsys_spark.candidates import lists as channels
 from recsys_spark.evaluate.metrics import auc, logloss, topk_metrics, uauc
 from recsys_spark.samples.features import ITEM_DENSE, last_n_clicks
 from recsys_spark.samples.recall import hash_uniform, positives
