@@ -94,6 +94,24 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "Compact small files, vacuum past the retention, remove killed jobs' leftovers.",
     ),
+    "profiles": (
+        "recsys_spark.profiles.job",
+        "ProfilesConfig",
+        "run",
+        "Per-user category, author and tag interest weights (time-decayed, TF-IDF tags).",
+    ),
+    "buckets": (
+        "recsys_spark.experiments.buckets",
+        "BucketsConfig",
+        "run",
+        "Hash every user into A/B buckets per experiment layer; variants from the experiments spec.",
+    ),
+    "business-metrics": (
+        "recsys_spark.experiments.business",
+        "BusinessMetricsConfig",
+        "run",
+        "DAU, retention, LT7, clicks, engaged time and coverage per day and A/B variant.",
+    ),
     "tables": (
         "recsys_spark.lake.show",
         "TablesConfig",
@@ -111,6 +129,11 @@ PER_VERSION = "per_version"  # one partition per model version: recorded by its 
 
 INPUT_TABLES = ("events", "items", "users")  # what ingest/generate write; validated before a day runs
 SIDE_TABLES = ("quarantine", "truth_items", "truth_users", "stream_counters", "stream_cooccurrence")
+# Interest profiles, A/B assignment and business metrics (issue 17): written by their own jobs, not
+# (yet) by a daily stage. A table moves from here to its stage's `writes` when one is added to
+# DAILY_STAGES (TABLES must list every table once).
+USER_PROFILES, AB_BUCKETS, BUSINESS_METRICS = "user_profiles", "ab_buckets", "business_metrics"
+EXPERIMENT_TABLES = (USER_PROFILES, AB_BUCKETS, BUSINESS_METRICS)
 
 
 class Stage(NamedTuple):
@@ -179,7 +202,7 @@ PUBLISHED_TABLES = tuple(OUTPUT_KINDS)
 VALIDATE_INPUTS = INPUT_TABLES
 VALIDATE_OUTPUTS = PUBLISHED_TABLES
 # Every table of the lake: each has a schema in schemas/tables/ and a suite in schemas/expectations/.
-TABLES = (*INPUT_TABLES, *PUBLISHED_TABLES, *SIDE_TABLES)
+TABLES = (*INPUT_TABLES, *PUBLISHED_TABLES, *SIDE_TABLES, *EXPERIMENT_TABLES)
 
 
 def stage_named(name: str) -> Stage:

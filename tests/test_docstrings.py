@@ -39,11 +39,16 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.lake.commit": (),
     "recsys_spark.distributed": (),
     "recsys_spark.train.registry": (),
+    "recsys_spark.profiles.interests": ("Salton", "Term-weighting approaches"),
+    "recsys_spark.experiments.buckets": ("Kohavi", "Overlapping Experiment Infrastructure"),
+    "recsys_spark.experiments.business": ("Kohavi", "Controlled experiments on the web"),
 }
 # Job plumbing, documented by their configs (whose docstrings are the CLI's --help text).
 SKIP = {
     "recsys_spark.stats": {"run", "validate", "StatsConfig"},
     "recsys_spark.graph.embed": {"run", "EmbedConfig", "latest_walks_method", "mllib_word2vec"},
+    "recsys_spark.experiments.buckets": {"run", "BucketsConfig"},
+    "recsys_spark.experiments.business": {"run", "BusinessMetricsConfig"},
 }
 
 

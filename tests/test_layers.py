@@ -22,7 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("lake",),  # Delta tables, their contracts, file helpers
     ("events", "distributed"),  # event types and interest weights r_ui; launching ranks (Horovod/Gloo)
     ("quality", "stats"),  # services the stages use: gates before a commit; per-day counters
-    ("ingest", "generate", "similarity", "graph", "samples", "candidates"),  # one stage each; channel lists
+    # one stage each; channel lists; interest profiles; A/B buckets and business metrics
+    ("ingest", "generate", "similarity", "graph", "samples", "candidates", "profiles", "experiments"),
     ("train",),  # the models, their training and the model registry
     ("evaluate", "streaming", "recommend"),  # read trained models and stage outputs
     ("pipeline", "publish"),  # the daily run and what it publishes
