@@ -270,6 +270,78 @@ def load_spec(path: str | None, buckets: int = 100) -> ExperimentSpec:
     return parse_spec(raw, buckets)
 
 
+_M64 = (1 << 64) - 1
+_P1, _P2, _P3 = 11400714785074694791, 14029467366897019727, 1609587929392839161
+_P4, _P5 = 9650029242287828579, 2870177450012600261
+
+
+def _rotl(x: int, r: int) -> int:
+    return ((x << r) | (x >> (64 - r))) & _M64
+
+
+def _round(acc: int, lane: int) -> int:
+    return (_rotl((acc + lane * _P2) & _M64, 31) * _P1) & _M64
+
+
+def _xxh64(data: bytes, seed: int) -> int:
+    """XXH64 of `data` (the reference algorithm, as Spark's `xxhash64` runs it), unsigned."""
+    seed &= _M64
+    n, i = len(data), 0
+    if n >= 32:
+        v = [(seed + _P1 + _P2) & _M64, (seed + _P2) & _M64, seed, (seed - _P1) & _M64]
+        while i + 32 <= n:
+            for k in range(4):
+                v[k] = _round(v[k], int.from_bytes(data[i + 8 * k : i + 8 * k + 8], "little"))
+            i += 32
+        h = (_rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)) & _M64
+        for lane in v:
+            h = ((h ^ _round(0, lane)) * _P1 + _P4) & _M64
+    else:
+        h = (seed + _P5) & _M64
+    h = (h + n) & _M64
+    while i + 8 <= n:
+        h = (_rotl(h ^ _round(0, int.from_bytes(data[i : i + 8], "little")), 27) * _P1 + _P4) & _M64
+        i += 8
+    if i + 4 <= n:
+        h = (_rotl(h ^ (int.from_bytes(data[i : i + 4], "little") * _P1 & _M64), 23) * _P2 + _P3) & _M64
+        i += 4
+    while i < n:
+        h = (_rotl(h ^ (data[i] * _P5 & _M64), 11) * _P1) & _M64
+        i += 1
+    h ^= h >> 33
+    h = (h * _P2) & _M64
+    h ^= h >> 29
+    h = (h * _P3) & _M64
+    return h ^ (h >> 32)
+
+
+def bucket_of(user_id: str, layer: Layer, buckets: int) -> int:
+    """The bucket of one user without Spark (e.g. in an online service): equal to `bucket_column`'s.
+
+    Spark's `xxhash64(a, b, c)` is XXH64 chained: seed 42 hashes a's UTF-8 bytes, that hash seeds b's,
+    and so on; the result is read as a signed long, and pmod maps it to a bucket.
+
+    Parameters
+    ----------
+    user_id : str
+        The user.
+    layer : Layer
+        Its salt and name go into the hash.
+    buckets : int
+        Buckets per layer.
+
+    Returns
+    -------
+    int
+        The bucket in `[0, buckets)`.
+    """
+    h = 42
+    for part in (layer.salt, layer.name, user_id):
+        h = _xxh64(part.encode("utf-8"), h)
+    signed = h - (1 << 64) if h >= 1 << 63 else h
+    return signed % buckets  # Python's % of a positive modulus is pmod
+
+
 def bucket_column(user_id, layer: Layer, buckets: int):
     """Spark column: `pmod(xxhash64(salt, layer, user_id), buckets)` as int.
 
