@@ -123,7 +123,10 @@ def test_beyond_accuracy_metrics_equal_the_references(seed):
         assert coverage(lists, users, 30, k) == pytest.approx(ref_coverage(lists, users, 30, k), abs=1e-12)
         ild, ref = intra_list_diversity(lists, users, vectors, k), ref_ild(lists, users, vectors, k)
         assert (math.isnan(ild) and math.isnan(ref)) if k == 1 else ild == pytest.approx(ref, abs=1e-12)
-        cat, ref = category_diversity(lists, users, categories, k), ref_category_ild(lists, users, categories, k)
+        cat, ref = (
+            category_diversity(lists, users, categories, k),
+            ref_category_ild(lists, users, categories, k),
+        )
         assert (math.isnan(cat) and math.isnan(ref)) if k == 1 else cat == pytest.approx(ref, abs=1e-12)
         assert novelty(lists, users, item_users, 20, k) == pytest.approx(
             ref_novelty(lists, users, item_users, 20, k), abs=1e-12
@@ -178,7 +181,9 @@ def served_rows(lists_by_day, ranked: bool):
             for rank, item in enumerate(items, start=1):
                 score = 1.0 / rank
                 if ranked:
-                    rows.append((user, item, score, rank, {"click": score}, ["swing"], {"swing": score}, "r1", day))
+                    rows.append(
+                        (user, item, score, rank, {"click": score}, ["swing"], {"swing": score}, "r1", day)
+                    )
                 else:
                     rows.append((user, item, rank, score, ["swing"], "because", "r1", day))
     return rows
@@ -207,7 +212,8 @@ def served_lake(spark, lake):
     lake.overwrite(
         "item_embeddings",
         spark.createDataFrame(
-            [(i, "deepwalk", v) for i, v in VECTORS.items()], "item_id string, method string, vector array<float>"
+            [(i, "deepwalk", v) for i, v in VECTORS.items()],
+            "item_id string, method string, vector array<float>",
         ),
         metadata={"date": str(P), "method": "deepwalk"},
     )
