@@ -219,20 +219,34 @@ def table_lists(
     if not frame.limit(1).count():
         return None, None
     rows = frame.join(users, "user_id", "left_semi").select("user_id", "item_id", "rank", "model_version")
-    order = Window.partitionBy("user_id").orderBy(F.col("rank").asc(), F.col("item_id").asc())
-
-    def top(part: DataFrame) -> Lists:
-        ranked = part.withColumn("rank", F.row_number().over(order)).filter(F.col("rank") <= k)
-        return channels.topk_lists(ranked)
-
-    versions = sorted(
-        str(r[0]) for r in rows.select("model_version").distinct().limit(10).collect() if r[0] is not None
-    )
-    unseen = None
     if exclude is not None:
-        unseen = top(rows.join(exclude.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti"))
+        flags = exclude.select("user_id", "item_id").distinct().withColumn("_seen", F.lit(True))
+        rows = rows.join(flags, ["user_id", "item_id"], "left")
+    rows = rows.withColumn(
+        "_seen", F.coalesce(F.col("_seen") if exclude is not None else F.lit(None), F.lit(False))
+    )
+    # One pass, one collect (at most 2 × users × k rows): the rank among all rows, and among the unseen.
+    order = (F.col("rank").asc(), F.col("item_id").asc())
+    picked = (
+        rows.withColumn("_all", F.row_number().over(Window.partitionBy("user_id").orderBy(*order)))
+        .withColumn("_new", F.row_number().over(Window.partitionBy("user_id", "_seen").orderBy(*order)))
+        .filter((F.col("_all") <= k) | (~F.col("_seen") & (F.col("_new") <= k)))
+        .collect()
+    )
+    plain: dict[str, list[tuple[int, str]]] = {}
+    fresh: dict[str, list[tuple[int, str]]] = {}
+    for r in picked:
+        if r["_all"] <= k:
+            plain.setdefault(r["user_id"], []).append((r["_all"], r["item_id"]))
+        if not r["_seen"] and r["_new"] <= k:
+            fresh.setdefault(r["user_id"], []).append((r["_new"], r["item_id"]))
+
+    def ordered(by_user: dict[str, list[tuple[int, str]]]) -> Lists:
+        return {user: [item for _, item in sorted(entries)] for user, entries in by_user.items()}
+
+    versions = sorted({str(r["model_version"]) for r in picked if r["model_version"] is not None})
     source = f"{table} dt={served}" + (f" ({', '.join(versions)})" if versions else "")
-    return (top(rows), unseen), source
+    return (ordered(plain), None if exclude is None else ordered(fresh)), source
 
 
 def item_facts(lake, cfg: EvaluateConfig, day: dt.date, events: DataFrame, listed: set[str]):
