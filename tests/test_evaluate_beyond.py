@@ -297,3 +297,8 @@ def test_final_and_ranked_read_the_day_before_and_exclude_seen(spark, served_lak
     users_df = spark.createDataFrame([(u,) for u in users], "user_id string")
     assert table_lists(lake, "final", Q, users_df, 2) == (None, None)
     assert table_lists(lake, "ranked", P, users_df, 2) == (None, None)  # ranked has no dt = Q
+    # without exclude-seen: the lists as served only
+    assert table_lists(lake, "ranked", D, users_df, 2) == (
+        (kept["ranked"], None),
+        f"ranked_candidates dt={P} (r1)",
+    )

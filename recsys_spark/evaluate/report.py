@@ -33,6 +33,7 @@ LOWER_IS_BETTER = frozenset({"logloss"})
 RECALL_METRIC_ORDER = ("recall", "ndcg", "hitrate", "coverage", "ild", "category_ild", "novelty")
 RANKING_METRIC_ORDER = ("auc", "uauc", "logloss")
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+POINT_COLOURS = (*COLOURS, "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
 # -- JSON ----------------------------------------------------------------------------------------
@@ -366,7 +367,7 @@ def scatter_svg(title: str, points: Sequence[tuple[str, float, float]], x_label:
         f'transform="rotate(-90 14 {top + plot_h / 2})">{html.escape(y_label)} (relevance →)</text>'
     )
     for n, (label, x, y) in enumerate(points):
-        colour = COLOURS[n % len(COLOURS)]
+        colour = POINT_COLOURS[n % len(POINT_COLOURS)]
         tip = html.escape(f"{label}: {x_label} {x:.4f}, {y_label} {y:.4f}")
         parts.append(
             f'<g class="point"><title>{tip}</title>'
