@@ -32,7 +32,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.samples.ranking": (),
     "recsys_spark.train.two_tower": ("Covington", "Sampling-Bias-Corrected", "logQ"),
     "recsys_spark.train.ranker": ("Deep Interest Network", "DCN V2", "Multi-gate Mixture-of-Experts"),
-    "recsys_spark.evaluate.metrics": ("Mann", "Järvelin"),
+    "recsys_spark.evaluate.metrics": ("Mann", "Järvelin", "Ziegler", "Zhou", "Castells"),
     "recsys_spark.streaming.incremental": (),
     "recsys_spark.stats": ("Beta prior", "Click-Through Rate Estimation"),
     "recsys_spark.lake.delta": (),

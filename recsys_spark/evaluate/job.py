@@ -8,6 +8,14 @@ for the ranker. Users are sampled (`--max-users`, by a seeded hash) so the drive
 the sampled users' top-K lists; item vectors are brought to the driver (catalogue-sized) for the
 exact brute-force scoring that a serving ANN index would approximate.
 
+The served lists are scored too: channel `final` is the `recommendations` of dt = D−1 (computed
+from data up to D−1, served on D) and `ranked` the `ranked_candidates` of dt = D−1 (before rerank),
+each cut to its top K by `rank`. Beside recall/NDCG/HitRate every channel gets the beyond-accuracy
+metrics of `metrics.beyond_accuracy_metrics` (coverage, ILD, category ILD, novelty). With
+`--exclude-seen` (default) every channel is also scored as it would serve: the items each user
+engaged with (r > 0) before D are removed from its list before the top-K cut, and from the truth;
+those numbers go to `recall_exclude_seen`, while `recall` keeps the lists as the channels rank them.
+
 Writes `_reports/evaluation/D.json` (the contract of DESIGN.md) and `D.html`.
 """
 
@@ -19,20 +27,45 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.candidates import lists as channels
 from recsys_spark.catalog import WALK_METHODS
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.errors import UsageError
-from recsys_spark.evaluate.metrics import auc, logloss, topk_metrics, uauc
+from recsys_spark.evaluate.metrics import (
+    ItemFacts,
+    auc,
+    beyond_accuracy_metrics,
+    logloss,
+    topk_metrics,
+    uauc,
+)
+from recsys_spark.events import interest_weights
 from recsys_spark.samples.features import ITEM_DENSE, last_n_clicks
 from recsys_spark.samples.recall import hash_uniform, positives
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("two_tower", "swing", "itemcf", "usercf", "deepwalk", "node2vec", "popularity")
+CHANNELS = (
+    "two_tower",
+    "swing",
+    "itemcf",
+    "usercf",
+    "deepwalk",
+    "node2vec",
+    "popularity",
+    "final",
+    "ranked",
+)
+# The served-list channels: the table whose partition dt = D−1 holds the lists scored on D.
+LIST_TABLES = {"final": "recommendations", "ranked": "ranked_candidates"}
+
+# A channel's lists per user: as the channel ranks them, and with the user's seen items removed
+# before the top-K cut (None without --exclude-seen).
+Lists = dict[str, list[str]]
+ChannelLists = tuple[Lists, Lists | None]
 
 
 @dataclass
@@ -47,6 +80,15 @@ class EvaluateConfig(DatedConfig):
     popularity_days: int = option(7, "Days before --date counted for the popularity channel.")
     channels: list[str] = option(list(CHANNELS), "Recall channels to evaluate (those with artefacts run).")
     seed: int = option(7, "Seed of the user sample.")
+    exclude_seen: bool = option(
+        True,
+        "Also score every channel as served: items a user engaged with (r > 0) before --date are removed "
+        "from its list (still K long) and from the truth; reported as recall_exclude_seen, headlined.",
+    )
+    diversity_embedding: list[str] = option(
+        ["node2vec", "deepwalk"],
+        "item_embeddings methods whose vectors give ILD@K: the first with a version before --date.",
+    )
 
 
 def version_before(lake, table: str, day: dt.date, method: str | None = None) -> int | None:
@@ -65,12 +107,19 @@ def sample_users(truth: DataFrame, limit: int, seed: int) -> DataFrame:
     return users.orderBy("_h", "user_id").limit(limit).select("user_id").cache()
 
 
-def _vector_channel(user_ids: list[str], user_matrix, item_ids, item_matrix, k: int) -> dict[str, list[str]]:
+def _vector_channel(
+    user_ids: list[str], user_matrix, item_ids, item_matrix, k: int, exclude: dict | None = None
+) -> ChannelLists:
     frame = channels.vector_candidates(user_ids, user_matrix, item_ids, item_matrix, k)
-    return channels.topk_lists(frame)
+    if exclude is None:
+        return channels.topk_lists(frame), None
+    unseen = channels.vector_candidates(user_ids, user_matrix, item_ids, item_matrix, k, exclude=exclude)
+    return channels.topk_lists(frame), channels.topk_lists(unseen)
 
 
-def embedding_lists(lake, method: str, day: dt.date, hist: DataFrame, k: int) -> dict[str, list[str]] | None:
+def embedding_lists(
+    lake, method: str, day: dt.date, hist: DataFrame, k: int, exclude: dict | None = None
+) -> ChannelLists | None:
     """Graph embeddings: a user is the mean of the vectors of their history items."""
     version = version_before(lake, "item_embeddings", day, method)
     if version is None:
@@ -91,8 +140,8 @@ def embedding_lists(lake, method: str, day: dt.date, hist: DataFrame, k: int) ->
             user_ids.append(row["user_id"])
             rows.append(matrix[known].mean(axis=0))
     if not rows:
-        return {}
-    return _vector_channel(user_ids, np.stack(rows), list(items["item_id"]), matrix, k)
+        return {}, None if exclude is None else {}
+    return _vector_channel(user_ids, np.stack(rows), list(items["item_id"]), matrix, k, exclude)
 
 
 def _encoded_rows(spark, rows: DataFrame, vocab_url: str, kind: str, hist_len: int, keep: tuple[str, ...]):
@@ -115,7 +164,9 @@ def _batch(frame, keys) -> dict:
     return out
 
 
-def two_tower_lists(spark, lake, day: dt.date, users: DataFrame, k: int) -> tuple[dict | None, str | None]:
+def two_tower_lists(
+    spark, lake, day: dt.date, users: DataFrame, k: int, exclude: dict | None = None
+) -> tuple[ChannelLists | None, str | None]:
     """The two-tower's top-K: the user tower on D's features against the version's item vectors."""
     import torch
 
@@ -138,7 +189,7 @@ def two_tower_lists(spark, lake, day: dt.date, users: DataFrame, k: int) -> tupl
     rows = recall.join(users, "user_id").dropDuplicates(["user_id"])
     frame = _encoded_rows(spark, rows, f"{url}/vocab", "two_tower", model.sizes.hist_len, ("user_id",))
     if frame.empty:
-        return {}, version
+        return ({}, None if exclude is None else {}), version
     with torch.no_grad():
         user_matrix = model.user_vectors(_batch(frame, USER_KEYS)).double().numpy()
     vectors = spark.read.parquet(f"{url}/item_vectors.parquet")
@@ -148,11 +199,132 @@ def two_tower_lists(spark, lake, day: dt.date, users: DataFrame, k: int) -> tupl
     items = vectors.join(vocab, "item_idx").select("item_id", "vector").toPandas()
     item_matrix = np.stack(items["vector"].to_numpy()).astype(np.float64)
     user_ids = list(frame["user_id"])
-    lists = _vector_channel(user_ids, user_matrix, list(items["item_id"]), item_matrix, k)
+    lists = _vector_channel(user_ids, user_matrix, list(items["item_id"]), item_matrix, k, exclude)
     return lists, version
 
 
-def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dict, dict, int]:
+def table_lists(
+    lake, name: str, day: dt.date, users: DataFrame, k: int, exclude: DataFrame | None = None
+) -> tuple[ChannelLists | None, str | None]:
+    """Channel `final` / `ranked`: the sampled users' lists in `LIST_TABLES[name]` of dt = D−1, top-K by rank.
+
+    The lists of dt = D−1 were computed from data up to D−1 to be served on D. `exclude (user_id,
+    item_id)` is removed before the top-K cut, so a longer table (`ranked_candidates`) refills the list.
+    `(None, None)` when the table or its D−1 partition does not exist.
+    """
+    table, served = LIST_TABLES[name], day - dt.timedelta(days=1)
+    if not lake.exists(table):
+        return None, None
+    frame = lake.read(table, dates=[served])
+    if not frame.limit(1).count():
+        return None, None
+    rows = frame.join(users, "user_id", "left_semi").select("user_id", "item_id", "rank", "model_version")
+    if exclude is not None:
+        flags = exclude.select("user_id", "item_id").distinct().withColumn("_seen", F.lit(True))
+        rows = rows.join(flags, ["user_id", "item_id"], "left")
+    rows = rows.withColumn(
+        "_seen", F.coalesce(F.col("_seen") if exclude is not None else F.lit(None), F.lit(False))
+    )
+    # One pass, one collect (at most 2 × users × k rows): the rank among all rows, and among the unseen.
+    order = (F.col("rank").asc(), F.col("item_id").asc())
+    picked = (
+        rows.withColumn("_all", F.row_number().over(Window.partitionBy("user_id").orderBy(*order)))
+        .withColumn("_new", F.row_number().over(Window.partitionBy("user_id", "_seen").orderBy(*order)))
+        .filter((F.col("_all") <= k) | (~F.col("_seen") & (F.col("_new") <= k)))
+        .collect()
+    )
+    plain: dict[str, list[tuple[int, str]]] = {}
+    fresh: dict[str, list[tuple[int, str]]] = {}
+    for r in picked:
+        if r["_all"] <= k:
+            plain.setdefault(r["user_id"], []).append((r["_all"], r["item_id"]))
+        if not r["_seen"] and r["_new"] <= k:
+            fresh.setdefault(r["user_id"], []).append((r["_new"], r["item_id"]))
+
+    def ordered(by_user: dict[str, list[tuple[int, str]]]) -> Lists:
+        return {user: [item for _, item in sorted(entries)] for user, entries in by_user.items()}
+
+    versions = sorted({str(r["model_version"]) for r in picked if r["model_version"] is not None})
+    source = f"{table} dt={served}" + (f" ({', '.join(versions)})" if versions else "")
+    return (ordered(plain), None if exclude is None else ordered(fresh)), source
+
+
+def item_facts(lake, cfg: EvaluateConfig, day: dt.date, events: DataFrame, listed: set[str]):
+    """What the beyond-accuracy metrics need, for the listed items only (joined in Spark, then collected).
+
+    Catalogue = the `items` table when it has rows, else the distinct items with any event before D.
+    Popularity n_i = users with r_ui > 0 before D (all history), N = users with any r > 0 before D.
+    Vectors: `item_embeddings` of the first `--diversity-embedding` method with a version before D.
+    Returns `(ItemFacts, source of the vectors or None)`.
+    """
+    spark = events.sparkSession
+    wanted = spark.createDataFrame([(i,) for i in sorted(listed)], "item_id string")
+    catalogue, categories = 0, None
+    if lake.exists("items"):
+        items = lake.read("items")
+        catalogue = items.select("item_id").distinct().count()
+        if catalogue:
+            categories = {
+                r.item_id: r.category
+                for r in items.select("item_id", "category").join(wanted, "item_id", "left_semi").collect()
+            }
+    if not catalogue:
+        catalogue = events.filter(F.col("dt") < F.lit(day)).select("item_id").distinct().count()
+    weights = interest_weights(events, day - dt.timedelta(days=1), 0)
+    n_users = weights.select("user_id").distinct().count()
+    item_users = {
+        r.item_id: int(r.n)
+        for r in weights.join(wanted, "item_id", "left_semi")
+        .groupBy("item_id")
+        .agg(F.countDistinct("user_id").alias("n"))
+        .collect()
+    }
+    vectors, source = None, None
+    for method in cfg.diversity_embedding:
+        version = version_before(lake, "item_embeddings", day, method)
+        if version is None:
+            continue
+        rows = (
+            lake.read("item_embeddings", version)
+            .filter(F.col("method") == method)
+            .join(wanted, "item_id", "left_semi")
+            .select("item_id", "vector")
+            .collect()
+        )
+        vectors = {r.item_id: np.asarray(r.vector, dtype=np.float64) for r in rows}
+        source = f"item_embeddings[{method}]@v{version}"
+        break
+    if vectors is None:
+        log.info("evaluate %s: no item_embeddings of %s before it: no ild@K", day, cfg.diversity_embedding)
+    return ItemFacts(catalogue, vectors, categories, item_users, n_users), source
+
+
+@dataclass
+class RecallResults:
+    """The recall channels' results of one day.
+
+    Parameters
+    ----------
+    recall : dict
+        Per channel, metrics of the lists as ranked (seen items included).
+    exclude_seen : dict or None
+        Per channel, metrics with seen items removed from lists and truth (None without the option).
+    sources : dict
+        Per channel (and `diversity`), what was evaluated.
+    users : int
+        Users evaluated (with a positive on D).
+    users_exclude_seen : int
+        Users with a positive on D that they had not engaged with before.
+    """
+
+    recall: dict
+    exclude_seen: dict | None
+    sources: dict
+    users: int
+    users_exclude_seen: int
+
+
+def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> RecallResults:
     events = lake.read("events")
     truth_rows = positives(events.filter(F.col("dt") == F.lit(day)))
     users = sample_users(truth_rows, cfg.max_users, cfg.seed)
@@ -162,14 +334,31 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dict
     hist = last_n_clicks(events, day, cfg.history_length, 30).join(users, "user_id").cache()
     history = hist.select("user_id", F.explode("hist").alias("item_id"), F.lit(1.0).alias("weight"))
     k = max(cfg.ks)
-    results, used = {}, {}
+    seen_rows, seen = None, None
+    if cfg.exclude_seen:  # r > 0 up to D−1, the sampled users only
+        seen_rows = (
+            interest_weights(events, day - dt.timedelta(days=1), 0)
+            .join(users, "user_id", "left_semi")
+            .select("user_id", "item_id")
+            .cache()
+        )
+        seen = {}
+        for row in seen_rows.collect():
+            seen.setdefault(row["user_id"], set()).add(row["item_id"])
+    lists: dict[str, ChannelLists] = {}
+    used: dict[str, str | None] = {}
 
-    def record(name: str, lists: dict | None, source: str | None) -> None:
-        if lists is None:
+    def record(name: str, found: ChannelLists | None, source: str | None) -> None:
+        if found is None:
             log.info("evaluate %s: channel %s skipped: nothing built before %s", day, name, day)
             return
-        results[name] = topk_metrics(lists, truth, cfg.ks)
+        lists[name] = found
         used[name] = source
+
+    def spark_lists(build) -> ChannelLists:
+        """A Spark channel's lists, and again with the seen pairs excluded before the cut."""
+        plain = channels.topk_lists(build(None))
+        return plain, None if seen_rows is None else channels.topk_lists(build(seen_rows))
 
     for name in cfg.channels:
         if name in ("swing", "itemcf", "usercf"):
@@ -180,19 +369,21 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dict
                 continue
             sim = lake.read(table, version)
             if name == "usercf":
-                from recsys_spark.events import interest_weights
-
                 inter = interest_weights(events, day - dt.timedelta(days=1), 30).select(
                     "user_id", "item_id", F.col("r").alias("weight")
                 )
-                cands = channels.user_to_user_candidates(
-                    users.withColumn("item_id", F.lit(None)), sim, inter, k
+                found = spark_lists(
+                    lambda ex, sim=sim, inter=inter: channels.user_to_user_candidates(
+                        users.withColumn("item_id", F.lit(None)), sim, inter, k, exclude=ex
+                    )
                 )
             else:
-                cands = channels.item_to_item_candidates(history, sim, k)
-            record(name, channels.topk_lists(cands), f"{table}@v{version}")
+                found = spark_lists(
+                    lambda ex, sim=sim: channels.item_to_item_candidates(history, sim, k, exclude=ex)
+                )
+            record(name, found, f"{table}@v{version}")
         elif name in WALK_METHODS:
-            record(name, embedding_lists(lake, name, day, hist, k), f"item_embeddings[{name}]")
+            record(name, embedding_lists(lake, name, day, hist, k, seen), f"item_embeddings[{name}]")
         elif name == "popularity":
             first = day - dt.timedelta(days=cfg.popularity_days)
             counts = (
@@ -202,15 +393,51 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dict
                 .groupBy("item_id")
                 .agg(F.count(F.lit(1)).alias("count"))
             )
-            record(
-                name,
-                channels.topk_lists(channels.popularity_candidates(users, counts, k)),
-                f"clicks {first}..{day - dt.timedelta(days=1)}",
+            found = spark_lists(
+                lambda ex, counts=counts: channels.popularity_candidates(users, counts, k, exclude=ex)
             )
+            record(name, found, f"clicks {first}..{day - dt.timedelta(days=1)}")
         elif name == "two_tower":
-            lists, version = two_tower_lists(spark, lake, day, users, k)
-            record(name, lists, f"two_tower {version}" if version else None)
-    return results, used, len(truth)
+            found, version = two_tower_lists(spark, lake, day, users, k, seen)
+            record(name, found, f"two_tower {version}" if version else None)
+        elif name in LIST_TABLES:
+            found, source = table_lists(lake, name, day, users, k, seen_rows)
+            if found is None:
+                log.info(
+                    "evaluate %s: channel %s skipped: no %s partition dt=%s",
+                    day,
+                    name,
+                    LIST_TABLES[name],
+                    day - dt.timedelta(days=1),
+                )
+            record(name, found, source)
+
+    results: dict[str, dict] = {}
+    unseen_results: dict[str, dict] | None = None if seen is None else {}
+    unseen_truth = {} if seen is None else {u: t - seen.get(u, set()) for u, t in truth.items()}
+    if lists:
+        listed = {i for pair in lists.values() for part in pair if part for ls in part.values() for i in ls}
+        facts, vector_source = item_facts(lake, cfg, day, events, listed)
+        if vector_source:
+            used["diversity"] = vector_source
+        evaluated = [u for u, t in truth.items() if t]
+        evaluated_unseen = [u for u, t in unseen_truth.items() if t]
+        for name, (plain, unseen) in lists.items():
+            results[name] = {
+                **topk_metrics(plain, truth, cfg.ks),
+                **beyond_accuracy_metrics(plain, evaluated, cfg.ks, facts),
+            }
+            if unseen_results is not None:
+                unseen_results[name] = {
+                    **topk_metrics(unseen, unseen_truth, cfg.ks),
+                    **beyond_accuracy_metrics(unseen, evaluated_unseen, cfg.ks, facts),
+                }
+    if seen_rows is not None:
+        seen_rows.unpersist()
+    hist.unpersist()
+    return RecallResults(
+        results, unseen_results, used, len(truth), sum(1 for t in unseen_truth.values() if t)
+    )
 
 
 def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dict, dict, str | None, int]:
@@ -263,14 +490,29 @@ def baseline_scores(item_dense: np.ndarray, task: str) -> np.ndarray:
     return ctr * rate
 
 
+def _headline_cells(metrics: dict, k: int) -> list[str]:
+    """`name@K value` for the printed table: accuracy, then diversity and novelty (NaN as `—`)."""
+    cells = []
+    for name in ("recall", "ndcg", "hitrate", "coverage", "ild", "category_ild", "novelty"):
+        value = metrics.get(f"{name}@{k}")
+        if value is not None or name in ("recall", "ndcg", "hitrate"):
+            shown = "—" if value is None or value != value else f"{value:.4f}"
+            cells.append(f"{name}@{k} {shown}")
+    return cells
+
+
 def run(cfg: EvaluateConfig, spark, lake) -> int:
     from recsys_spark.evaluate.report import write_evaluation_report
 
     unknown = sorted(set(cfg.channels) - set(CHANNELS))
+    bad_methods = sorted(set(cfg.diversity_embedding) - set(WALK_METHODS))
+    if bad_methods:
+        raise UsageError(f"--diversity-embedding {bad_methods}: known {list(WALK_METHODS)}")
     if unknown or not cfg.ks or min(cfg.ks) < 1 or cfg.max_users < 1:
         raise UsageError(f"bad options: channels {unknown or 'ok'} (known {list(CHANNELS)}), --ks {cfg.ks}")
     day, started = cfg.date, time.time()
-    recall, sources, n_users = recall_results(spark, lake, cfg, day)
+    found = recall_results(spark, lake, cfg, day)
+    recall, sources, n_users = found.recall, found.sources, found.users
     ranking, baselines, ranker_version, n_rank = ranking_results(spark, lake, cfg, day)
     result = {
         "date": str(day),
@@ -281,19 +523,31 @@ def run(cfg: EvaluateConfig, spark, lake) -> int:
         "ranking_rows": n_rank,
         "sources": {**sources, **({"ranker": ranker_version} if ranker_version else {})},
     }
+    if found.exclude_seen is not None:
+        result["recall_exclude_seen"] = found.exclude_seen
+        result["users_evaluated_exclude_seen"] = found.users_exclude_seen
     details = {
         "lake": lake.root,
         "seconds": round(time.time() - started, 1),
         "ks": cfg.ks,
         "max_users": cfg.max_users,
+        "exclude_seen": cfg.exclude_seen,
     }
     json_path, html_path = write_evaluation_report(lake, str(day), result, details)
     print(f"evaluate {day}: {n_users} users, {n_rank} ranking rows; report {html_path}")
     k = min(cfg.ks)
-    for name, metrics in recall.items():
+    headline = recall if found.exclude_seen is None else found.exclude_seen
+    if recall:
         print(
-            f"  {name:<11} recall@{k} {metrics[f'recall@{k}']:.4f}  ndcg@{k} {metrics[f'ndcg@{k}']:.4f}  hitrate@{k} {metrics[f'hitrate@{k}']:.4f}"
+            "  recall channels, "
+            + (
+                "seen items excluded (--exclude-seen)"
+                if found.exclude_seen is not None
+                else "seen items kept"
+            )
         )
+    for name, metrics in headline.items():
+        print(f"  {name:<11} " + "  ".join(_headline_cells(metrics, k)))
     for task, metrics in ranking.items():
         base = baselines.get(task, {})
         print(

@@ -21,6 +21,19 @@ exactly — no approximations (binned AUC, sampled ranks), no silent conventions
   negative sample, with n_u = u's number of samples (impressions). NaN when no user has both.
 - Log-loss: −mean(y·log p + (1 − y)·log(1 − p)) with p clipped to [eps, 1 − eps] (in float64).
 
+- Beyond-accuracy metrics of a channel's lists, over a given set of users U (the evaluated users),
+  with top-K(u) as above (de-duplicated, then cut):
+  - Coverage@K = |∪_{u ∈ U} top-K(u)| / catalogue size (NaN for an empty catalogue).
+  - ILD@K (intra-list diversity): per user, over the m items of top-K(u) that have a vector,
+    ILD_u = 1 − (2 / (m(m − 1))) Σ_{i<j} cos(v_i, v_j) (a zero vector has cosine 0 with everything);
+    users with m < 2 are skipped; the mean over the others (NaN if none).
+  - Category ILD@K: per user, over the m items of top-K(u) with a known category, the share of the
+    m(m − 1)/2 unordered pairs whose categories differ; users with m < 2 skipped; mean over the others.
+  - Novelty@K: per user, the mean self-information (1/|top-K(u)|) Σ_{i ∈ top-K(u)} −log2 p(i) with
+    p(i) = (n_i + 1) / (N + 1), n_i = users who interacted with i before the day (0 if never), N = users
+    with any interaction before it (so 0 < p(i) ≤ 1, no log(0), and an item everybody had scores 0);
+    users with an empty list skipped; mean over the others.
+
 Labels are 0/1 (bools accepted); anything else raises, as do NaN scores: a metric computed on
 mislabelled data is worse than no metric.
 
@@ -32,12 +45,20 @@ H. B. Mann, D. R. Whitney. "On a Test of Whether One of Two Random Variables is 
 Larger than the Other." Annals of Mathematical Statistics 18(1), 1947 (AUC as a rank statistic).
 G. Zhou et al. "Deep Interest Network for Click-Through Rate Prediction." KDD 2018 (user-weighted
 AUC, impression-weighted as here).
+C.-N. Ziegler, S. M. McNee, J. A. Konstan, G. Lausen. "Improving Recommendation Lists Through Topic
+Diversification." WWW 2005 (intra-list diversity).
+T. Zhou et al. "Solving the apparent diversity-accuracy dilemma of recommender systems." PNAS 107(10),
+2010 (novelty as mean self-information −log2 of item popularity).
+P. Castells, S. Vargas. "Rank and Relevance in Novelty and Diversity Metrics for Recommender Systems."
+RecSys 2011 (novelty and diversity as expected item novelty / pairwise distance over a list).
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -301,3 +322,253 @@ def logloss(labels, probs, eps: float = 1e-7) -> float:
         return math.nan
     p = np.clip(p, eps, 1.0 - eps)
     return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log1p(-p)))
+
+
+# -- beyond accuracy ----------------------------------------------------------------------------
+def _user_tops(
+    ranked_lists: Mapping[Hashable, Sequence[Hashable]], users: Iterable[Hashable], k: int
+) -> list[list[Hashable]]:
+    """top-K(u) of every user of `users` (a user missing from `ranked_lists` has an empty list)."""
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return [_dedupe(ranked_lists.get(user, ()), int(k)) for user in users]
+
+
+def coverage(
+    ranked_lists: Mapping[Hashable, Sequence[Hashable]],
+    users: Iterable[Hashable],
+    catalogue_size: int,
+    k: int,
+) -> float:
+    """Catalogue coverage@K: distinct items in the users' top-K lists / catalogue size.
+
+    Parameters
+    ----------
+    ranked_lists : mapping of user to sequence of ids
+        Per user, the recommended ids best first.
+    users : iterable of hashable
+        The users whose lists count (a user without a list adds nothing).
+    catalogue_size : int
+        Number of items that could be recommended.
+    k : int
+        Cut-off K, >= 1.
+
+    Returns
+    -------
+    float
+        |∪_u top-K(u)| / catalogue_size, NaN when the catalogue is empty.
+    """
+    listed = {item for top in _user_tops(ranked_lists, users, k) for item in top}
+    return len(listed) / catalogue_size if catalogue_size > 0 else math.nan
+
+
+def intra_list_diversity(
+    ranked_lists: Mapping[Hashable, Sequence[Hashable]],
+    users: Iterable[Hashable],
+    vectors: Mapping[Hashable, Sequence[float]],
+    k: int,
+) -> float:
+    """ILD@K: 1 − mean pairwise cosine similarity of the item vectors in a top-K list, averaged over users.
+
+    Items without a vector are left out of their list's pairs; users with fewer than two items with a
+    vector are skipped. A zero vector has cosine 0 with every vector.
+
+    Parameters
+    ----------
+    ranked_lists : mapping of user to sequence of ids
+        Per user, the recommended ids best first.
+    users : iterable of hashable
+        The users to average over.
+    vectors : mapping of id to vector
+        Item embeddings (any length, the same for all).
+    k : int
+        Cut-off K, >= 1.
+
+    Returns
+    -------
+    float
+        Mean over users of 1 − (2 / (m(m − 1))) Σ_{i<j} cos(v_i, v_j); NaN when no user has two items.
+
+    References
+    ----------
+    C.-N. Ziegler et al. "Improving Recommendation Lists Through Topic Diversification." WWW 2005.
+    """
+    unit: dict[Hashable, np.ndarray] = {}
+    values = []
+    for top in _user_tops(ranked_lists, users, k):
+        rows = []
+        for item in top:
+            if item not in vectors:
+                continue
+            if item not in unit:
+                v = np.asarray(vectors[item], dtype=np.float64)
+                norm = np.linalg.norm(v)
+                unit[item] = v / norm if norm > 0 else np.zeros_like(v)
+            rows.append(unit[item])
+        m = len(rows)
+        if m < 2:
+            continue
+        matrix = np.stack(rows)
+        gram = matrix @ matrix.T
+        pair_sum = (gram.sum() - np.trace(gram)) / 2.0
+        values.append(1.0 - pair_sum / (m * (m - 1) / 2.0))
+    return float(np.mean(values)) if values else math.nan
+
+
+def category_diversity(
+    ranked_lists: Mapping[Hashable, Sequence[Hashable]],
+    users: Iterable[Hashable],
+    categories: Mapping[Hashable, Hashable | None],
+    k: int,
+) -> float:
+    """Category ILD@K: the share of item pairs of a top-K list whose categories differ, averaged over users.
+
+    Items without a category (missing or None) are left out; users with fewer than two categorised items
+    are skipped.
+
+    Parameters
+    ----------
+    ranked_lists : mapping of user to sequence of ids
+        Per user, the recommended ids best first.
+    users : iterable of hashable
+        The users to average over.
+    categories : mapping of id to category
+        Each item's category.
+    k : int
+        Cut-off K, >= 1.
+
+    Returns
+    -------
+    float
+        Mean over users of |{i<j : c_i ≠ c_j}| / (m(m − 1)/2); NaN when no user has two categorised items.
+
+    References
+    ----------
+    C.-N. Ziegler et al. "Improving Recommendation Lists Through Topic Diversification." WWW 2005
+    (ILD with a taxonomy-based distance; here the distance is 1 for different categories, else 0).
+    """
+    values = []
+    for top in _user_tops(ranked_lists, users, k):
+        cats = [categories[item] for item in top if categories.get(item) is not None]
+        m = len(cats)
+        if m < 2:
+            continue
+        counts = np.array(list(Counter(cats).values()), dtype=np.float64)
+        same = float(np.sum(counts * (counts - 1) / 2.0))
+        pairs = m * (m - 1) / 2.0
+        values.append((pairs - same) / pairs)
+    return float(np.mean(values)) if values else math.nan
+
+
+def novelty(
+    ranked_lists: Mapping[Hashable, Sequence[Hashable]],
+    users: Iterable[Hashable],
+    item_users: Mapping[Hashable, int],
+    n_users: int,
+    k: int,
+) -> float:
+    """Novelty@K: mean self-information −log2 p(i) of the items in a top-K list, averaged over users.
+
+    p(i) = (n_i + 1) / (N + 1) with n_i = `item_users.get(i, 0)` (users who interacted with i before the
+    day) and N = `n_users` (users with any interaction before it): never 0, and 1 for an item every user
+    had. Users with an empty list are skipped.
+
+    Parameters
+    ----------
+    ranked_lists : mapping of user to sequence of ids
+        Per user, the recommended ids best first.
+    users : iterable of hashable
+        The users to average over.
+    item_users : mapping of id to int
+        n_i per item (absent: 0).
+    n_users : int
+        N, >= every n_i.
+    k : int
+        Cut-off K, >= 1.
+
+    Returns
+    -------
+    float
+        Mean over users of (1/|top-K(u)|) Σ_i −log2 p(i) (bits); NaN when every list is empty.
+
+    References
+    ----------
+    T. Zhou et al. "Solving the apparent diversity-accuracy dilemma of recommender systems." PNAS 2010.
+    P. Castells, S. Vargas. "Rank and Relevance in Novelty and Diversity Metrics for Recommender
+    Systems." RecSys 2011.
+    """
+    if n_users < 0:
+        raise ValueError(f"n_users must be >= 0, got {n_users}")
+    values = []
+    for top in _user_tops(ranked_lists, users, k):
+        if not top:
+            continue
+        counts = np.array([item_users.get(item, 0) for item in top], dtype=np.float64)
+        if (counts < 0).any() or (counts > n_users).any():
+            raise ValueError("every item's user count must lie in [0, n_users]")
+        values.append(float(np.mean(-np.log2((counts + 1.0) / (n_users + 1.0)))))
+    return float(np.mean(values)) if values else math.nan
+
+
+@dataclass
+class ItemFacts:
+    """What the beyond-accuracy metrics know about the listed items (all bounded by the lists).
+
+    Parameters
+    ----------
+    catalogue_size : int
+        Items that could be recommended (coverage's denominator).
+    vectors : mapping of id to vector, optional
+        Item embeddings of the listed items (ILD); None: no ILD.
+    categories : mapping of id to category, optional
+        Categories of the listed items (category ILD); None: no category ILD.
+    item_users : mapping of id to int
+        n_i of the listed items (novelty).
+    n_users : int
+        N (novelty).
+    """
+
+    catalogue_size: int
+    vectors: Mapping[Hashable, Sequence[float]] | None
+    categories: Mapping[Hashable, Hashable | None] | None
+    item_users: Mapping[Hashable, int]
+    n_users: int
+
+
+def beyond_accuracy_metrics(
+    ranked_lists: Mapping[Hashable, Sequence[Hashable]],
+    users: Collection[Hashable],
+    ks: Sequence[int],
+    facts: ItemFacts,
+) -> dict[str, float]:
+    """`coverage@K`, `ild@K`, `category_ild@K`, `novelty@K` per K, and `coverage` (= coverage@max K).
+
+    Without vectors (categories) the `ild@K` (`category_ild@K`) keys are absent.
+
+    Parameters
+    ----------
+    ranked_lists : mapping of user to sequence of ids
+        Per user, the recommended ids best first.
+    users : collection of hashable
+        The evaluated users.
+    ks : sequence of int
+        Cut-offs K, each >= 1.
+    facts : ItemFacts
+        Catalogue size, vectors, categories and popularity of the listed items.
+
+    Returns
+    -------
+    dict of str to float
+        The metrics, ordered by K.
+    """
+    ks = _check_ks(ks)
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"coverage@{k}"] = coverage(ranked_lists, users, facts.catalogue_size, k)
+        if facts.vectors is not None:
+            out[f"ild@{k}"] = intra_list_diversity(ranked_lists, users, facts.vectors, k)
+        if facts.categories is not None:
+            out[f"category_ild@{k}"] = category_diversity(ranked_lists, users, facts.categories, k)
+        out[f"novelty@{k}"] = novelty(ranked_lists, users, facts.item_users, facts.n_users, k)
+    out["coverage"] = out[f"coverage@{max(ks)}"]
+    return out

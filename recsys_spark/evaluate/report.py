@@ -9,7 +9,10 @@ as `null`.
 
 The HTML page is self-contained (inline CSS and SVG, no scripts, no external assets) so it can be
 mailed or archived as one file: the run's facts, a channels × metrics table (best per column in bold),
-a ranking tasks × metrics table with the statistics-only baseline under each task, and bar charts.
+a ranking tasks × metrics table with the statistics-only baseline under each task, bar charts, and a
+relevance-vs-diversity scatter plot (one labelled point per channel). When the result carries
+`recall_exclude_seen` (the evaluate job's `--exclude-seen`), the headline table and charts show those
+numbers, and the page says so; the seen-items-kept `recall` follows in a second table.
 Every piece of text from the data is escaped.
 """
 
@@ -24,11 +27,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 CONTRACT_KEYS = ("date", "recall", "ranking")
+EXCLUDE_SEEN_KEY = "recall_exclude_seen"
 BASELINE_LABEL = "statistics-only baseline"
 LOWER_IS_BETTER = frozenset({"logloss"})
-RECALL_METRIC_ORDER = ("recall", "ndcg", "hitrate")
+RECALL_METRIC_ORDER = ("recall", "ndcg", "hitrate", "coverage", "ild", "category_ild", "novelty")
 RANKING_METRIC_ORDER = ("auc", "uauc", "logloss")
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
+POINT_COLOURS = (*COLOURS, "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
 
 # -- JSON ----------------------------------------------------------------------------------------
@@ -62,7 +67,7 @@ def check_result(date: str, result: Mapping[str, Any]) -> None:
         raise ValueError(f"date must be YYYY-MM-DD, got {date!r}")
     if result.get("date") != date:
         raise ValueError(f"result['date'] is {result.get('date')!r}, expected {date!r}")
-    for section in ("recall", "ranking"):
+    for section in ("recall", "ranking", *((EXCLUDE_SEEN_KEY,) if EXCLUDE_SEEN_KEY in result else ())):
         block = result.get(section)
         if not isinstance(block, Mapping) or not all(isinstance(v, Mapping) for v in block.values()):
             raise ValueError(f"result[{section!r}] must map each name to a dict of metrics")
@@ -284,6 +289,104 @@ def _recall_charts(recall: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return charts
 
 
+def _points(
+    recall: Mapping[str, Mapping[str, Any]], x_key: str, y_key: str
+) -> list[tuple[str, float, float]]:
+    out = []
+    for channel, values in recall.items():
+        x, y = _number(values.get(x_key)), _number(values.get(y_key))
+        if x is not None and y is not None:
+            out.append((str(channel), x, y))
+    return out
+
+
+def relevance_diversity_axes(recall: Mapping[str, Mapping[str, Any]]) -> tuple[str, str] | None:
+    """`(x metric, y metric)` of the scatter plot: ILD@K (else category ILD@K) against NDCG@K, smallest K.
+
+    None when no channel has both values for any K.
+    """
+    ks = sorted(
+        {int(m.split("@", 1)[1]) for values in recall.values() for m in values if re.fullmatch(r"\w+@\d+", m)}
+    )
+    for x_name in ("ild", "category_ild"):
+        for k in ks:
+            if _points(recall, f"{x_name}@{k}", f"ndcg@{k}"):
+                return f"{x_name}@{k}", f"ndcg@{k}"
+    return None
+
+
+def scatter_svg(title: str, points: Sequence[tuple[str, float, float]], x_label: str, y_label: str) -> str:
+    """A labelled scatter plot as inline SVG: one `<g class="point">` (circle and name) per point.
+
+    Parameters
+    ----------
+    title : str
+        Title shown above the plot.
+    points : sequence of (label, x, y)
+        The points; x and y finite.
+    x_label, y_label : str
+        Axis names.
+
+    Returns
+    -------
+    str
+        The `<svg>` element.
+    """
+    left, top, plot_w, plot_h, bottom, right = 56, 34, 420, 260, 44, 110
+    width, height = left + plot_w + right, top + plot_h + bottom
+    x_max = _nice_max(max((p[1] for p in points), default=0.0))
+    y_max = _nice_max(max((p[2] for p in points), default=0.0))
+    x_min = min(0.0, min((p[1] for p in points), default=0.0))
+
+    def px(value: float) -> float:
+        return left + plot_w * (value - x_min) / (x_max - x_min)
+
+    def py(value: float) -> float:
+        return top + plot_h * (1 - max(value, 0.0) / y_max)
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        'class="scatter">',
+        f"<title>{html.escape(title)}</title>",
+        '<rect width="100%" height="100%" fill="white"/>',
+        f'<text x="8" y="18" font-size="14" font-weight="bold">{html.escape(title)}</text>',
+    ]
+    for t in range(5):
+        yv, xv = y_max * t / 4, x_min + (x_max - x_min) * t / 4
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{py(yv):.1f}" y2="{py(yv):.1f}" stroke="#eee"/>'
+            f'<text x="{left - 4}" y="{py(yv) + 4:.1f}" font-size="10" text-anchor="end">{yv:.3g}</text>'
+            f'<line x1="{px(xv):.1f}" x2="{px(xv):.1f}" y1="{top}" y2="{top + plot_h}" stroke="#eee"/>'
+            f'<text x="{px(xv):.1f}" y="{top + plot_h + 14}" font-size="10" text-anchor="middle">{xv:.3g}</text>'
+        )
+    parts.append(
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>'
+        f'<text x="{left + plot_w / 2}" y="{top + plot_h + 32}" font-size="12" text-anchor="middle">'
+        f"{html.escape(x_label)} (diversity →)</text>"
+        f'<text x="14" y="{top + plot_h / 2}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + plot_h / 2})">{html.escape(y_label)} (relevance →)</text>'
+    )
+    for n, (label, x, y) in enumerate(points):
+        colour = POINT_COLOURS[n % len(POINT_COLOURS)]
+        tip = html.escape(f"{label}: {x_label} {x:.4f}, {y_label} {y:.4f}")
+        parts.append(
+            f'<g class="point"><title>{tip}</title>'
+            f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="5" fill="{colour}"/>'
+            f'<text x="{px(x) + 7:.1f}" y="{py(y) + 4:.1f}" font-size="11">{html.escape(label)}</text></g>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _scatter(recall: Mapping[str, Mapping[str, Any]]) -> str | None:
+    axes = relevance_diversity_axes(recall)
+    if axes is None:
+        return None
+    x_key, y_key = axes
+    points = _points(recall, x_key, y_key)
+    return scatter_svg(f"Relevance vs diversity: {y_key} against {x_key}", points, x_key, y_key)
+
+
 def _auc_chart(ranking: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Any]) -> str:
     tasks = list(ranking)
     series = [("model", [ranking[t].get("auc") for t in tasks])]
@@ -314,10 +417,12 @@ p.note { color: #555; font-size: 0.9em; max-width: 60em; }
 
 def evaluation_html(date: str, result: Mapping[str, Any], details: Mapping[str, Any] | None = None) -> str:
     """The self-contained HTML page of one evaluation (see the module docstring)."""
-    recall = result.get("recall") or {}
+    kept = result.get("recall") or {}
+    unseen = result.get(EXCLUDE_SEEN_KEY)
+    recall = unseen if isinstance(unseen, Mapping) else kept
     ranking = result.get("ranking") or {}
     baselines = result.get("baselines") if isinstance(result.get("baselines"), Mapping) else {}
-    extra = {k: v for k, v in result.items() if k not in (*CONTRACT_KEYS, "baselines")}
+    extra = {k: v for k, v in result.items() if k not in (*CONTRACT_KEYS, "baselines", EXCLUDE_SEEN_KEY)}
     title = f"Offline evaluation — {date}"
     out = [
         "<!DOCTYPE html>",
@@ -332,15 +437,31 @@ def evaluation_html(date: str, result: Mapping[str, Any], details: Mapping[str, 
 
     out.append("<h2>Recall channels</h2>")
     if recall:
+        if recall is unseen:
+            out.append(
+                '<p class="note"><b>Seen items excluded</b> (--exclude-seen): each user\'s items engaged '
+                "with before the day are removed from every channel's list before its top-K cut and from "
+                f"the truth (JSON key <code>{EXCLUDE_SEEN_KEY}</code>). The lists as the channels rank "
+                "them, seen items kept, follow below (JSON key <code>recall</code>).</p>"
+            )
+        else:
+            out.append('<p class="note">Seen items kept: the lists as the channels rank them.</p>')
+        scatter = _scatter(recall)
         out += [
             _recall_table(recall),
             '<p class="note">Per-user means over the evaluated users; best value per column in bold. '
             "Recall@K = |top-K ∩ truth| / |truth|; NDCG@K with binary gains; HitRate@K = share of users "
-            "with at least one relevant item in their top K.</p>",
+            "with at least one relevant item in their top K. Coverage@K = distinct listed items / "
+            "catalogue (coverage = at the largest K); ILD@K = 1 − mean pairwise cosine of the item "
+            "embeddings in a list; category_ild@K = share of list pairs of different categories; "
+            "novelty@K = mean −log2 p(i), p(i) = (users who had i + 1) / (users + 1).</p>",
             '<div class="charts">',
             *_recall_charts(recall),
+            *([scatter] if scatter else []),
             "</div>",
         ]
+        if recall is unseen and kept:
+            out += ["<h3>Seen items kept (JSON key <code>recall</code>)</h3>", _recall_table(kept)]
     else:
         out.append("<p>No recall channel was evaluated.</p>")
 
