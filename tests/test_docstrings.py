@@ -39,6 +39,11 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.lake.commit": (),
     "recsys_spark.distributed": (),
     "recsys_spark.train.registry": (),
+    "recsys_spark.train.scoring": (),
+    "recsys_spark.recommend.rank": ("Cormack", "Reciprocal rank fusion"),
+    "recsys_spark.recommend.diversity": ("Carbonell", "MMR", "Chen", "Fast Greedy MAP Inference"),
+    "recsys_spark.recommend.rules": (),
+    "recsys_spark.recommend.rerank": (),
 }
 # Job plumbing, documented by their configs (whose docstrings are the CLI's --help text).
 SKIP = {
