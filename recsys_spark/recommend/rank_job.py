@@ -9,6 +9,7 @@ sample of D + 1 (`recommend/rank.py`). The `dt = D` partition is replaced (idemp
 from __future__ import annotations
 
 import datetime as dt
+import io
 import logging
 import time
 from dataclasses import dataclass
@@ -57,12 +58,7 @@ def ranker_scores(spark, lake, candidates, day: dt.date, cfg: RankConfig):
     from recsys_spark.train.checkpoint import load_checkpoint
     from recsys_spark.train.data import item_table
     from recsys_spark.train.registry import FULL, Registry
-    from recsys_spark.train.scoring import (
-        checkpoint_tasks,
-        encode_for_scoring,
-        score_rows,
-        with_item_features,
-    )
+    from recsys_spark.train.scoring import encode_for_scoring, score_rows, with_item_features
     from recsys_spark.train.vocab import read_vocabs
 
     registry = Registry.for_model(lake, "ranker")
@@ -71,7 +67,9 @@ def ranker_scores(spark, lake, candidates, day: dt.date, cfg: RankConfig):
         return None, (), None
     url = registry.version_url(FULL, version)
     checkpoint = read_bytes(f"{url}/checkpoint.pt").getvalue()
-    hist_len = load_checkpoint(read_bytes(f"{url}/checkpoint.pt")).sizes.hist_len
+    model = load_checkpoint(io.BytesIO(checkpoint))
+    hist_len, tasks = model.sizes.hist_len, tuple(model.tasks)
+    del model  # the executors rebuild it from the broadcast bytes
     vocabs = read_vocabs(spark, f"{url}/vocab")
     serve_day = day + dt.timedelta(days=1)  # features of a ranking sample of D + 1
     users, items, hist, _ = day_features(lake, serve_day, hist_len, cfg.history_days)
@@ -85,7 +83,6 @@ def ranker_scores(spark, lake, candidates, day: dt.date, cfg: RankConfig):
     pairs = candidates.select("user_id", "item_id")
     rows = with_features(pairs, users, items, hist, serve_day)
     encoded = encode_for_scoring(rows, vocabs, hist_len)
-    tasks = checkpoint_tasks(checkpoint)
     return score_rows(encoded, checkpoint, tasks, cfg.batch_size), tasks, version
 
 

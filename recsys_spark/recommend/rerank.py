@@ -157,7 +157,7 @@ def rerank_user(frame: pd.DataFrame, params: RerankParams) -> pd.DataFrame:
             row.best_channel,
             int(row.pre_rank),
             int(r),
-            row.model_version is not None,
+            isinstance(row.model_version, str),
             params.diversity,
         )
         for row, r in zip(picked.itertuples(index=False), ranks)
