@@ -269,7 +269,7 @@ def test_without_a_ranker_the_score_is_reciprocal_rank_fusion(spark, tmp_path):
 def test_rank_samples_of_a_day_without_impressions_get_sampled_negatives(spark, lake, caplog):
     from recsys_spark.samples.job import SamplesConfig, build_samples
 
-    cfg = SamplesConfig(date=D, hard_negative_channel="none", rank_negatives=3)
+    cfg = SamplesConfig(date=D, hard_negative_channel="none", easy_negatives=0, rank_negatives=3)
     with caplog.at_level(logging.WARNING, logger="recsys_spark.samples.job"):
         _, rank = build_samples(lake, D, cfg)
         rows = rank.select(
