@@ -87,6 +87,18 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "Structured Streaming ingest of landed event files, exactly once.",
     ),
+    "rank": (
+        "recsys_spark.recommend.rank_job",
+        "RankConfig",
+        "run",
+        "Score day D's recall candidates with the published ranker; fused task scores.",
+    ),
+    "rerank": (
+        "recsys_spark.recommend.rerank_job",
+        "RerankConfig",
+        "run",
+        "Each user's top K of the ranked candidates, with MMR/DPP diversity and list rules.",
+    ),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
     "maintain": (
         "recsys_spark.lake.maintain",
@@ -134,6 +146,9 @@ SIDE_TABLES = ("quarantine", "truth_items", "truth_users", "stream_counters", "s
 # DAILY_STAGES (TABLES must list every table once).
 USER_PROFILES, AB_BUCKETS, BUSINESS_METRICS = "user_profiles", "ab_buckets", "business_metrics"
 EXPERIMENT_TABLES = (USER_PROFILES, AB_BUCKETS, BUSINESS_METRICS)
+# The recommendation funnel's tables (rank, rerank) until a daily stage writes them: the merge that
+# adds the `recommend` stage to DAILY_STAGES moves them into its `writes` and drops this tuple.
+FUNNEL_TABLES = ("ranked_candidates", "recommendations")
 
 
 class Stage(NamedTuple):
@@ -202,7 +217,7 @@ PUBLISHED_TABLES = tuple(OUTPUT_KINDS)
 VALIDATE_INPUTS = INPUT_TABLES
 VALIDATE_OUTPUTS = PUBLISHED_TABLES
 # Every table of the lake: each has a schema in schemas/tables/ and a suite in schemas/expectations/.
-TABLES = (*INPUT_TABLES, *PUBLISHED_TABLES, *SIDE_TABLES, *EXPERIMENT_TABLES)
+TABLES = (*INPUT_TABLES, *PUBLISHED_TABLES, *SIDE_TABLES, *EXPERIMENT_TABLES, *FUNNEL_TABLES)
 
 
 def stage_named(name: str) -> Stage:

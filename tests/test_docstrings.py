@@ -42,6 +42,11 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.profiles.interests": ("Salton", "Term-weighting approaches"),
     "recsys_spark.experiments.buckets": ("Kohavi", "Overlapping Experiment Infrastructure"),
     "recsys_spark.experiments.business": ("Kohavi", "Controlled experiments on the web"),
+    "recsys_spark.train.scoring": (),
+    "recsys_spark.recommend.rank": ("Cormack", "Reciprocal rank fusion"),
+    "recsys_spark.recommend.diversity": ("Carbonell", "MMR", "Chen", "Fast Greedy MAP Inference"),
+    "recsys_spark.recommend.rules": (),
+    "recsys_spark.recommend.rerank": (),
 }
 # Job plumbing, documented by their configs (whose docstrings are the CLI's --help text).
 SKIP = {

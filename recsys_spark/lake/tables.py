@@ -35,15 +35,21 @@ def schemas_dir() -> Path:
 
 
 def parse_type(text: str):
-    """Spark type from the small type language of the schema files: primitives and array<T>."""
+    """Spark type from the small type language of the schema files: primitives, array<T>, map<K,V>."""
     from pyspark.sql import types as T
 
     text = text.strip().lower()
     match = re.fullmatch(r"array<(.+)>", text)
     if match:
         return T.ArrayType(parse_type(match.group(1)), containsNull=True)
+    # map<K,V> with a primitive key (the funnel's channel -> score maps); V may be any type.
+    match = re.fullmatch(r"map<\s*([a-z]+)\s*,(.+)>", text)
+    if match:
+        return T.MapType(parse_type(match.group(1)), parse_type(match.group(2)), valueContainsNull=True)
     if text not in _PRIMITIVES:
-        raise SchemaError(f"unknown column type {text!r} (known: {sorted(_PRIMITIVES)} and array<T>)")
+        raise SchemaError(
+            f"unknown column type {text!r} (known: {sorted(_PRIMITIVES)}, array<T> and map<K,V>)"
+        )
     return getattr(T, _PRIMITIVES[text])()
 
 
@@ -120,6 +126,9 @@ def _safe_cast(actual, target) -> bool:
     }
     if isinstance(actual, T.ArrayType) and isinstance(target, T.ArrayType):
         return actual.elementType == target.elementType or _safe_cast(actual.elementType, target.elementType)
+    if isinstance(actual, T.MapType) and isinstance(target, T.MapType):
+        values = actual.valueType == target.valueType or _safe_cast(actual.valueType, target.valueType)
+        return actual.keyType == target.keyType and values
     for source_type, targets in widening.items():
         if isinstance(actual, source_type):
             return object in targets or any(isinstance(target, t) for t in targets)

@@ -27,7 +27,7 @@ from recsys_spark.samples.features import (
     new_id_dense,
     user_features,
 )
-from recsys_spark.samples.ranking import rank_examples
+from recsys_spark.samples.ranking import rank_examples, sampled_rank_negatives
 from recsys_spark.samples.recall import recall_examples
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,11 @@ class SamplesConfig(GatedConfig):
         5, "Best-ranked channel candidates skipped as hard negatives (likely unseen true interests)."
     )
     hard_negative_max_rank: int = option(20, "Neighbours per history item considered for hard negatives.")
+    rank_negatives: int = option(
+        4,
+        "Only for a day with no impressions (ratings logs such as MovieLens): unengaged items drawn per "
+        "engaged pair, ∝ clicks^power, as the ranking negatives (0 = none).",
+    )
     seed: int = option(42, "Seed of the negative sampling (hash-based: same seed, same samples).")
 
 
@@ -113,13 +118,43 @@ def build_samples(lake, day: dt.date, cfg: SamplesConfig, period_events: DataFra
     return recall, rank
 
 
-def _build_day(lake, day: dt.date, cfg: SamplesConfig, period: DataFrame):
-    """Samples of the events `period` (all of day `day`), every input as of `day - 1` (docs/samples.md)."""
+def day_features(
+    lake, day: dt.date, history_length: int, history_days: int
+) -> tuple[DataFrame, DataFrame, DataFrame, DataFrame]:
+    """The feature tables a sample of `day` joins: profiles + statistics of `day - 1`, last-N clicks before `day`.
+
+    The one definition of "features as of a day": the samples of D use it with `day = D`, and serving
+    (`recommend/rank`) scores the lists of D with `day = D + 1`, i.e. exactly what a ranking sample
+    of D + 1 will carry, so the ranker is served the inputs it is trained on.
+
+    Parameters
+    ----------
+    lake : Lake
+        The lake.
+    day : datetime.date
+        The sample day; nothing of `day` or later is read.
+    history_length : int
+        N of the last-N clicks.
+    history_days : int
+        Days before `day` scanned for the clicks.
+
+    Returns
+    -------
+    tuple of DataFrame
+        `(users, items, hist, item_stats)`: `user_features`, `item_features`, `last_n_clicks` (cached)
+        and the `item_stats` rows of `day - 1`.
+    """
     prev = features_day(day)
     user_stats, item_stats = stats_of(lake, "user_stats", prev), stats_of(lake, "item_stats", prev)
     users = user_features(lake.read("users"), user_stats, day)
     items = item_features(lake.read("items"), item_stats, day)
-    hist = last_n_clicks(lake.read_as_of("events", day), day, cfg.history_length, cfg.history_days).cache()
+    hist = last_n_clicks(lake.read_as_of("events", day), day, history_length, history_days).cache()
+    return users, items, hist, item_stats
+
+
+def _build_day(lake, day: dt.date, cfg: SamplesConfig, period: DataFrame):
+    """Samples of the events `period` (all of day `day`), every input as of `day - 1` (docs/samples.md)."""
+    users, items, hist, item_stats = day_features(lake, day, cfg.history_length, cfg.history_days)
     sim = None
     if cfg.hard_negative_channel != "none" and cfg.hard_negatives > 0:
         table = f"{cfg.hard_negative_channel}_sim"
@@ -149,6 +184,19 @@ def _build_day(lake, day: dt.date, cfg: SamplesConfig, period: DataFrame):
         cfg.seed,
     )
     rank = rank_examples(period)
+    if cfg.rank_negatives > 0 and not period.filter(F.col("event") == "impression").limit(1).count():
+        # A ratings log (MovieLens) or a log without exposures: every shown pair is engaged, so the
+        # ranker would see positives only. Unengaged items drawn like the easy negatives stand in
+        # for the unclicked impressions.
+        log.warning(
+            "samples %s: no impressions on this day; rank_samples use %d sampled unengaged items per "
+            "engaged pair as negatives (--rank-negatives)",
+            day,
+            cfg.rank_negatives,
+        )
+        weights = clicks.filter(F.col("clicks") > 0)
+        negatives = sampled_rank_negatives(period, weights, cfg.rank_negatives, cfg.negative_power, cfg.seed)
+        rank = rank.unionByName(negatives)
     return with_features(recall, users, items, hist, day), with_features(rank, users, items, hist, day)
 
 
@@ -156,7 +204,7 @@ def validate(cfg: SamplesConfig) -> None:
     for name in ("history_length", "history_days"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
-    for name in ("easy_negatives", "hard_negatives", "hard_negative_skip"):
+    for name in ("easy_negatives", "hard_negatives", "hard_negative_skip", "rank_negatives"):
         if getattr(cfg, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
     if cfg.negative_power < 0:
