@@ -87,6 +87,12 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "Structured Streaming ingest of landed event files, exactly once.",
     ),
+    "recall": (
+        "recsys_spark.recommend.recall_job",
+        "RecallConfig",
+        "run",
+        "Every recall channel's candidates for the active users, merged, seen and over-exposed items removed.",
+    ),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
     "maintain": (
         "recsys_spark.lake.maintain",
@@ -111,6 +117,8 @@ PER_VERSION = "per_version"  # one partition per model version: recorded by its 
 
 INPUT_TABLES = ("events", "items", "users")  # what ingest/generate write; validated before a day runs
 SIDE_TABLES = ("quarantine", "truth_items", "truth_users", "stream_counters", "stream_cooccurrence")
+# The serving side (docs/recommend.md): written by `recall` (and later rank/rerank); not yet a daily stage.
+SERVING_TABLES = ("recall_candidates",)
 
 
 class Stage(NamedTuple):
@@ -179,7 +187,12 @@ PUBLISHED_TABLES = tuple(OUTPUT_KINDS)
 VALIDATE_INPUTS = INPUT_TABLES
 VALIDATE_OUTPUTS = PUBLISHED_TABLES
 # Every table of the lake: each has a schema in schemas/tables/ and a suite in schemas/expectations/.
-TABLES = (*INPUT_TABLES, *PUBLISHED_TABLES, *SIDE_TABLES)
+TABLES = (
+    *INPUT_TABLES,
+    *PUBLISHED_TABLES,
+    *SIDE_TABLES,
+    *(t for t in SERVING_TABLES if t not in PUBLISHED_TABLES),
+)
 
 
 def stage_named(name: str) -> Stage:

@@ -39,6 +39,11 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.lake.commit": (),
     "recsys_spark.distributed": (),
     "recsys_spark.train.registry": (),
+    "recsys_spark.train.serving": (),
+    "recsys_spark.recommend.recall": (),
+    "recsys_spark.recommend.filters": ("Bloom",),
+    "recsys_spark.recommend.bloom": ("Bloom", "1970"),
+    "recsys_spark.recommend.ann": ("Johnson", "Douze", "Jégou", "Malkov", "Yashunin"),
 }
 # Job plumbing, documented by their configs (whose docstrings are the CLI's --help text).
 SKIP = {

@@ -35,15 +35,18 @@ def schemas_dir() -> Path:
 
 
 def parse_type(text: str):
-    """Spark type from the small type language of the schema files: primitives and array<T>."""
+    """Spark type from the small type language of the schema files: primitives, array<T> and map<K,V>."""
     from pyspark.sql import types as T
 
     text = text.strip().lower()
     match = re.fullmatch(r"array<(.+)>", text)
     if match:
         return T.ArrayType(parse_type(match.group(1)), containsNull=True)
+    match = re.fullmatch(r"map<\s*(\w+)\s*,(.+)>", text)  # a primitive key, any value type
+    if match:
+        return T.MapType(parse_type(match.group(1)), parse_type(match.group(2)), valueContainsNull=True)
     if text not in _PRIMITIVES:
-        raise SchemaError(f"unknown column type {text!r} (known: {sorted(_PRIMITIVES)} and array<T>)")
+        raise SchemaError(f"unknown column type {text!r} (known: {sorted(_PRIMITIVES)}, array<T>, map<K,V>)")
     return getattr(T, _PRIMITIVES[text])()
 
 
@@ -120,6 +123,10 @@ def _safe_cast(actual, target) -> bool:
     }
     if isinstance(actual, T.ArrayType) and isinstance(target, T.ArrayType):
         return actual.elementType == target.elementType or _safe_cast(actual.elementType, target.elementType)
+    if isinstance(actual, T.MapType) and isinstance(target, T.MapType):
+        return actual.keyType == target.keyType and (
+            actual.valueType == target.valueType or _safe_cast(actual.valueType, target.valueType)
+        )
     for source_type, targets in widening.items():
         if isinstance(actual, source_type):
             return object in targets or any(isinstance(target, t) for t in targets)
