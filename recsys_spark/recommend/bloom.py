@@ -51,6 +51,15 @@ def bloom_size(n: int, fpr: float) -> tuple[int, int]:
     return m, max(1, round(m / n * math.log(2)))
 
 
+def _shl(value: Column, bits: Column) -> Column:
+    # F.shiftleft takes a Python int shift only; the SQL function takes a column (lambda variables too).
+    return F.call_function("shiftleft", value, bits)
+
+
+def _shr(value: Column, bits: Column) -> Column:
+    return F.call_function("shiftright", value, bits)
+
+
 def _positions(item: Column, seed: Column, m: Column) -> Column:
     """Bit position of `item` under hash `seed` in a filter of `m` bits (a long in [0, m))."""
     return F.pmod(F.xxhash64(item, seed.cast("int")), m)
@@ -93,7 +102,7 @@ def build_bloom_filters(members: DataFrame, fpr: float) -> DataFrame:
         .withColumn("seed", F.explode(F.sequence(F.lit(0), F.col("bloom_k") - 1)))
         .withColumn("pos", _positions(F.col("item_id"), F.col("seed"), F.col("bloom_m")))
         .groupBy("user_id", F.shiftright(F.col("pos"), 6).cast("int").alias("word"))
-        .agg(F.bit_or(F.shiftleft(F.lit(1).cast("long"), (F.col("pos") % 64).cast("int"))).alias("bits"))
+        .agg(F.bit_or(_shl(F.lit(1).cast("long"), (F.col("pos") % 64).cast("int"))).alias("bits"))
         .groupBy("user_id")
         .agg(F.map_from_entries(F.collect_list(F.struct("word", "bits"))).alias("_words"))
     )
@@ -129,6 +138,6 @@ def might_contain(item: Column, bits: Column, m: Column, k: Column) -> Column:
     def bit_set(seed: Column) -> Column:
         pos = _positions(item, seed, m)
         word = F.get(bits, F.shiftright(pos, 6).cast("int"))
-        return (F.shiftright(word, (pos % 64).cast("int")) & F.lit(1).cast("long")) == 1
+        return _shr(word, (pos % 64).cast("int")).bitwiseAND(F.lit(1).cast("long")) == 1
 
     return F.forall(F.sequence(F.lit(0), k - 1), bit_set)
