@@ -251,15 +251,23 @@ def test_recall_job_end_to_end(spark, tiny_lake, caplog):
             assert 1 <= dict(ranks)[c] <= quotas[c]
     assert {c for _, c in per} == set(quotas)  # usercf, swing, node2vec, two_tower: no artefact, skipped
     assert all(n <= quotas[c] for (_, c), n in per.items())
-    # Popularity fills its quota wherever enough unseen clicked items exist (seen removed before the cut).
-    clicked = set(
-        events[(events["event"] == "click") & (events["dt"] > day - dt.timedelta(days=7))]["item_id"]
-    )
+    # Popularity from its definition: clicks of the 7 days ending at D, seen items removed before the
+    # cut at 5 (so the quota is filled), then the over-exposed ones dropped; a Bloom false positive
+    # may drop a few more, never add one.
+    recent = events[(events["event"] == "click") & (events["dt"] > day - dt.timedelta(days=7))]
+    ranking = sorted(Counter(recent["item_id"]).items(), key=lambda kv: (-kv[1], kv[0]))
+    got_pop = defaultdict(set)
+    for user, item, chs in zip(out["user_id"], out["item_id"], out["channels"]):
+        if "popularity" in chs:
+            got_pop[user].add(item)
+    missing, listed = 0, 0
     for user in active:
-        unseen = len(clicked - {i for u, i in seen if u == user})
-        got = per.get((user, "popularity"), 0)
-        over = sum(1 for (u, i), n in shown.items() if u == user and n >= 3 and i in clicked)
-        assert got >= min(5, unseen) - over  # only the exposure filter (after the cut) may take some away
+        cut = [i for i, _ in ranking if (user, i) not in seen][:5]
+        want = {i for i in cut if shown[(user, i)] < 3}
+        assert got_pop[user] <= want, (user, got_pop[user], want)
+        missing += len(want - got_pop[user])
+        listed += len(want)
+    assert missing <= max(2, 0.05 * listed), (missing, listed)
     entry = lake.history("recall_candidates")[0]
     ann_recall = json.loads(entry["ann_recall"])
     assert ann_recall["deepwalk"] >= 0.95
