@@ -208,10 +208,20 @@ def tiny_lake(spark, tmp_path_factory):
 
     lake = Lake(spark, root)
     day = lake.latest_date("events")
-    assert cli.main(["similarity", "--lake", root, "--algo", "itemcf", "--date", str(day)], spark=spark) == 0
-    # Stand-in embeddings (what `embed` writes, committed for D): random but deterministic vectors.
+    # Stand-ins for what `similarity --algo itemcf` and `embed` commit for D (their own tests cover
+    # how they are computed): seeded random neighbours and vectors, cheap to make.
     rng = np.random.default_rng(2)
-    items = [r.item_id for r in lake.read("items").select("item_id").collect()]
+    items = sorted(r.item_id for r in lake.read("items").select("item_id").collect())
+    sim = [
+        (i, j, 1.0 / rank, rank)
+        for i in items
+        for rank, j in enumerate(rng.choice([x for x in items if x != i], size=6, replace=False), start=1)
+    ]
+    lake.overwrite(
+        "itemcf_sim",
+        spark.createDataFrame(sim, "item_id string, sim_item_id string, score double, rank int"),
+        metadata={"date": str(day), "algo": "itemcf"},
+    )
     rows = [(i, "deepwalk", [float(x) for x in rng.normal(size=8)]) for i in items]
     vectors = spark.createDataFrame(rows, "item_id string, method string, vector array<float>")
     lake.overwrite_partitions(

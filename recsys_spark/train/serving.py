@@ -136,6 +136,7 @@ def two_tower_user_vectors(spark, lake, day: dt.date, users: DataFrame, version:
         .withColumn("item_id", F.lit(None).cast("string"))
         .withColumn("label", F.lit(0))
         .withColumn("weight", F.lit(1.0))
+        .withColumn("sample_type", F.lit("serving"))  # part of encode_samples' row key
     )
     from recsys_spark.samples.features import USER_DENSE, new_id_dense
 
