@@ -213,7 +213,7 @@ def tiny_lake(spark, tmp_path_factory):
     rng = np.random.default_rng(2)
     items = sorted(r.item_id for r in lake.read("items").select("item_id").collect())
     sim = [
-        (i, j, 1.0 / rank, rank)
+        (i, str(j), 1.0 / rank, rank)
         for i in items
         for rank, j in enumerate(rng.choice([x for x in items if x != i], size=6, replace=False), start=1)
     ]
