@@ -88,6 +88,7 @@ TIMEOUTS = {
     "embed": dt.timedelta(hours=2),
     "samples": dt.timedelta(hours=1),
     "train": dt.timedelta(hours=3),
+    "recommend": dt.timedelta(hours=2),
     "evaluate": dt.timedelta(hours=1),
     "publish": dt.timedelta(minutes=15),
     "stream": dt.timedelta(minutes=30),

@@ -118,6 +118,8 @@ with DAG(
     samples = stage_task("samples")
     # The model registry has one writer at a time, shared with the incremental DAG.
     train = stage_group("train", "Full model updates, warm-started from the day before", pool=PUBLISH_POOL)
+    # The lists of the day (recall -> rank -> rerank), from the models the train group just published.
+    recommend = stage_task("recommend")
     evaluate = stage_task("evaluate")
 
     validate_outputs = validation_group(
@@ -143,4 +145,4 @@ with DAG(
     chain(validate_inputs, stats, similarity, graph)
     for method in WALK_METHODS:
         graph >> dag.get_task(f"walks.{method}") >> dag.get_task(f"embeddings.{method}") >> samples
-    chain(samples, train, evaluate, validate_outputs, publish, *upkeep)
+    chain(samples, train, recommend, evaluate, validate_outputs, publish, *upkeep)

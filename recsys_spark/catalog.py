@@ -87,6 +87,12 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "Structured Streaming ingest of landed event files, exactly once.",
     ),
+    "recall": (
+        "recsys_spark.recommend.recall_job",
+        "RecallConfig",
+        "run",
+        "Every recall channel's candidates for the active users, merged, seen and over-exposed items removed.",
+    ),
     "rank": (
         "recsys_spark.recommend.rank_job",
         "RankConfig",
@@ -98,6 +104,12 @@ JOBS: dict[str, tuple[str, str, str, str]] = {
         "RerankConfig",
         "run",
         "Each user's top K of the ranked candidates, with MMR/DPP diversity and list rules.",
+    ),
+    "recommend": (
+        "recsys_spark.recommend.job",
+        "RecommendConfig",
+        "run",
+        "recall -> rank -> rerank for one day; --user U prints that user's published list.",
     ),
     "run-daily": ("recsys_spark.pipeline", "DailyConfig", "run", "The whole daily pipeline for one date."),
     "maintain": (
@@ -146,9 +158,6 @@ SIDE_TABLES = ("quarantine", "truth_items", "truth_users", "stream_counters", "s
 # DAILY_STAGES (TABLES must list every table once).
 USER_PROFILES, AB_BUCKETS, BUSINESS_METRICS = "user_profiles", "ab_buckets", "business_metrics"
 EXPERIMENT_TABLES = (USER_PROFILES, AB_BUCKETS, BUSINESS_METRICS)
-# The recommendation funnel's tables (rank, rerank) until a daily stage writes them: the merge that
-# adds the `recommend` stage to DAILY_STAGES moves them into its `writes` and drops this tuple.
-FUNNEL_TABLES = ("ranked_candidates", "recommendations")
 
 
 class Stage(NamedTuple):
@@ -196,6 +205,14 @@ DAILY_STAGES: tuple[Stage, ...] = (
         "two_tower",
     ),
     Stage("train.ranker", "train", (("model", "ranker"), ("mode", "full")), (), "ranker"),
+    # The lists of D (served on D+1) from D's tables and the models published by the end of D.
+    Stage(
+        "recommend",
+        "recommend",
+        (),
+        (("recall_candidates", DATED), ("ranked_candidates", DATED), ("recommendations", DATED)),
+        "recommend",
+    ),
     Stage("evaluate", "evaluate", (), (), "evaluate"),
 )
 STAGE_NAMES = tuple(s.name for s in DAILY_STAGES)
@@ -217,7 +234,7 @@ PUBLISHED_TABLES = tuple(OUTPUT_KINDS)
 VALIDATE_INPUTS = INPUT_TABLES
 VALIDATE_OUTPUTS = PUBLISHED_TABLES
 # Every table of the lake: each has a schema in schemas/tables/ and a suite in schemas/expectations/.
-TABLES = (*INPUT_TABLES, *PUBLISHED_TABLES, *SIDE_TABLES, *EXPERIMENT_TABLES, *FUNNEL_TABLES)
+TABLES = (*INPUT_TABLES, *PUBLISHED_TABLES, *SIDE_TABLES, *EXPERIMENT_TABLES)
 
 
 def stage_named(name: str) -> Stage:

@@ -21,6 +21,7 @@ from recsys_spark.config import DatedConfig, GatedConfig, field_default, option,
 from recsys_spark.errors import UsageError
 from recsys_spark.graph.embed import EmbedConfig
 from recsys_spark.graph.job import WalksConfig
+from recsys_spark.recommend.job import RecommendConfig
 from recsys_spark.similarity.job import SimilarityConfig
 from recsys_spark.train.job import TrainConfig
 
@@ -30,8 +31,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class DailyConfig(GatedConfig):
     """Runs, in order: stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
-    -> embeddings (deepwalk, node2vec) -> samples -> full training (two_tower, ranker) -> evaluate
-    (--date against what was built before it: the previous day's tables and models)."""
+    -> embeddings (deepwalk, node2vec) -> samples -> full training (two_tower, ranker) -> recommend
+    (recall -> rank -> rerank: the lists of --date, served the day after) -> evaluate (--date against
+    what was built before it: the previous day's tables, models and lists)."""
 
     skip: list[str] = option(
         [],
@@ -64,6 +66,8 @@ class DailyConfig(GatedConfig):
         "Each job validates its tables' critical expectations before committing them.",
     )
     train_learning_rate: float = same_as("train", TrainConfig, "learning_rate")
+    k: int = same_as("recommend", RecommendConfig, "k")
+    diversity: str = same_as("recommend", RecommendConfig, "diversity")
 
 
 @dataclass(frozen=True)

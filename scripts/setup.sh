@@ -66,7 +66,7 @@ setup_main() {
     "${pip[@]}" install --quiet -e ".[$extras]"
     "$venv/bin/python" - <<'EOF'
 import importlib
-for m in ("pyspark", "deltalake", "petastorm", "great_expectations", "torch", "pyarrow"):
+for m in ("pyspark", "deltalake", "petastorm", "great_expectations", "torch", "pyarrow", "faiss"):
     importlib.import_module(m)
 EOF
     rm -f "$venv"/.recsys-setup-*

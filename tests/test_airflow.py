@@ -64,6 +64,7 @@ SKIP_HEAVY = [
     "graph",
     "walks",
     "embeddings",
+    "recommend",
     "evaluate",
     "validate_outputs",
 ]
@@ -286,7 +287,8 @@ def test_daily_dag_tasks_and_dependencies(described):
         assert down(f"walks.{method}") == {f"embeddings.{method}"}
         assert down(f"embeddings.{method}") == {"samples"}
     assert down("samples") == {"train.two_tower", "train.ranker"}
-    assert down("train.two_tower") == down("train.ranker") == {"evaluate"}
+    assert down("train.two_tower") == down("train.ranker") == {"recommend"}
+    assert down("recommend") == {"evaluate"}
     assert down("evaluate") == {"validate_outputs.tables"}
     assert down("validate_outputs.tables") == {"validate_outputs.validate"}
     assert down("validate_outputs.validate") == {"publish"}

@@ -47,6 +47,11 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.recommend.diversity": ("Carbonell", "MMR", "Chen", "Fast Greedy MAP Inference"),
     "recsys_spark.recommend.rules": (),
     "recsys_spark.recommend.rerank": (),
+    "recsys_spark.train.serving": (),
+    "recsys_spark.recommend.recall": (),
+    "recsys_spark.recommend.filters": ("Bloom",),
+    "recsys_spark.recommend.bloom": ("Bloom", "1970"),
+    "recsys_spark.recommend.ann": ("Johnson", "Douze", "Jégou", "Malkov", "Yashunin"),
 }
 # Job plumbing, documented by their configs (whose docstrings are the CLI's --help text).
 SKIP = {

@@ -26,7 +26,11 @@ from recsys_spark.recommend.rerank_job import RerankConfig
 
 log = logging.getLogger(__name__)
 
-STAGES = (("recall", RecallConfig, recall_job.run), ("rank", RankConfig, rank_job.run), ("rerank", RerankConfig, rerank_job.run))
+STAGES = (
+    ("recall", RecallConfig, recall_job.run),
+    ("rank", RankConfig, rank_job.run),
+    ("rerank", RerankConfig, rerank_job.run),
+)
 
 
 @dataclass
@@ -35,7 +39,9 @@ class RecommendConfig(RerankConfig, RankConfig, RecallConfig):
     ranker, fused task scores) -> rerank (diversity and business rules) for --date, writing
     recall_candidates, ranked_candidates and recommendations (dt = D, served on D+1)."""
 
-    user: str | None = option(None, "Print this user's published list (of --date or the newest before) and exit.")
+    user: str | None = option(
+        None, "Print this user's published list (of --date or the newest before) and exit."
+    )
 
 
 def print_user_list(lake, user: str, day) -> int:
@@ -57,7 +63,9 @@ def print_user_list(lake, user: str, day) -> int:
     print(f"  {'rank':>4}  {'item':<14} {'score':>9}  {'channels':<34} reason")
     for row in rows:
         channels = ",".join(row["channels"] or [])
-        print(f"  {row['rank']:>4}  {row['item_id']:<14} {row['score']:>9.4f}  {channels:<34} {row['reason']}")
+        print(
+            f"  {row['rank']:>4}  {row['item_id']:<14} {row['score']:>9.4f}  {channels:<34} {row['reason']}"
+        )
     return 0
 
 
@@ -69,7 +77,9 @@ def run(cfg: RecommendConfig, spark, lake) -> int:
         log.info("recommend %s: stage %d/%d %s", cfg.date, number, len(STAGES), name)
         stage_started = time.time()
         code = stage_run(params_of(cfg, config_cls), spark, lake)
-        log.info("recommend %s: %s done in %.1fs (exit %s)", cfg.date, name, time.time() - stage_started, code)
+        log.info(
+            "recommend %s: %s done in %.1fs (exit %s)", cfg.date, name, time.time() - stage_started, code
+        )
         if code:
             log.error("recommend %s: %s failed (exit %s); later stages not run", cfg.date, name, code)
             return code
