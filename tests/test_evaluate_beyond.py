@@ -15,6 +15,7 @@ import random
 import re
 
 import pytest
+from pyspark.sql import functions as F
 
 from recsys_spark.evaluate.metrics import (
     ItemFacts,
@@ -232,6 +233,8 @@ def served_lake(spark, lake):
             served_rows(RANKED, ranked=True),
             "user_id string, item_id string, score double, rank int, task_scores map<string,double>, "
             "channels array<string>, channel_scores map<string,double>, model_version string, dt date",
+        ).withColumn(
+            "channel_ranks", F.map_from_arrays("channels", F.transform("channels", lambda _: F.lit(1)))
         ),
         list(RANKED),
     )
