@@ -21,6 +21,9 @@ echo "== running the daily pipeline for $prev"
 # Embeddings and both models train data-parallel on DEMO_NP Horovod ranks (Gloo), 2 by default.
 np="${DEMO_NP:-2}"
 "$cli" run-daily --lake "$lake" --date "$prev" --train-epochs "${DEMO_TRAIN_EPOCHS:-3}" --np "$np"
+echo "== one user's list for $last, as served from the recommendations of $prev"
+user="$("$root/.venv/bin/python" -c "import sys, deltalake, pyarrow.parquet as pq; f = deltalake.DeltaTable(sys.argv[1]).file_uris()[0]; print(min(pq.read_table(f, columns=['user_id']).column(0).to_pylist()))" "$lake/recommendations")"
+"$cli" recommend --lake "$lake" --date "$prev" --user "$user"
 echo "== streaming ingest of $last's landed event files (exactly once; availableNow trigger)"
 "$cli" stream --lake "$lake" --once
 echo "== data-quality suite of the streamed day (Data Docs and status board under $lake/_reports/quality/)"

@@ -11,6 +11,7 @@ tables after it as they were: `recommendations` of D is only replaced once its i
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
@@ -59,7 +60,8 @@ def print_user_list(lake, user: str, day) -> int:
         print(f"recommend: user {user} has no list on {dates} (not active in the window, or unknown)")
         return 1
     version = rows[0]["model_version"] or "no ranker (merged recall score)"
-    print(f"recommendations for {user} on {dates} (served {dates} + 1 day; ranker {version}):")
+    served = dates + dt.timedelta(days=1)
+    print(f"recommendations for {user}, computed on {dates} and served on {served} (ranker {version}):")
     print(f"  {'rank':>4}  {'item':<14} {'score':>9}  {'channels':<34} reason")
     for row in rows:
         channels = ",".join(row["channels"] or [])
