@@ -60,9 +60,7 @@ class RerankParams:
 
     k: int = option(50, "List length K of each user's recommendations.", minimum=1)
     pool: int = option(200, "Best-ranked candidates per user the reranker chooses from.", minimum=1)
-    diversity: str = option(
-        "mmr", "none: by score; mmr; dpp (docs/recommend.md).", choices=list(METHODS)
-    )
+    diversity: str = option("mmr", "none: by score; mmr; dpp (docs/recommend.md).", choices=list(METHODS))
     mmr_lambda: float = option(0.7, "MMR: weight of relevance (1 = pure score order).", minimum=0)
     mmr_window: int = option(10, "MMR: redundancy against the last W picks only (0 = all picks).", minimum=0)
     dpp_theta: float = option(
