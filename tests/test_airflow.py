@@ -346,7 +346,7 @@ HELPERS = textwrap.dedent(
         "age_bad": C.heartbeat_age({"updated_at": "yesterday"}),
         "publish_all": C.publish_arguments({}),
         "publish_some": C.publish_arguments({"skip": ["similarity.usercf", "walks.node2vec", "train"]}),
-        "publish_none": C.publish_arguments({"skip": ["stats", "similarity", "graph", "walks", "samples", "train"]}),
+        "publish_none": C.publish_arguments({"skip": ["stats", "similarity", "graph", "walks", "samples", "train", "recommend"]}),
     }
     secret = {"spark_conf": {"spark.hadoop.fs.s3a.secret.key": "s3cr3t", "spark.executor.instances": "4"}}
     out["redacted"] = C.redacted(["spark-submit", "--conf", "spark.hadoop.fs.s3a.secret.key=s3cr3t"], secret)
