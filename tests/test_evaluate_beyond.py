@@ -305,3 +305,17 @@ def test_final_and_ranked_read_the_day_before_and_exclude_seen(spark, served_lak
         (kept["ranked"], None),
         f"ranked_candidates dt={P} (r1)",
     )
+
+    # Over-exposed pairs are withheld like seen ones (recall's rule): u3 was shown i5 once before D, so
+    # with --max-exposures 1 i5 leaves u3's truth (now empty: u3 is not scored) and every list of u3.
+    assert cli.main([*argv, "--max-exposures", "1"], spark=spark) == 0
+    with open(lake.path("_reports", "evaluation", f"{D}.json")) as f:
+        exposed = json.load(f)
+    assert exposed["users_evaluated"] == 3 and exposed["users_evaluated_exclude_seen"] == 2
+    assert exposed["recall"] == {k: v for k, v in result["recall"].items() if k in exposed["recall"]}
+    assert exposed["recall_exclude_seen"]["final"]["recall@2"] == pytest.approx(
+        1.0
+    )  # u1 [i4, i3], u2 [i4, i5]
+    assert exposed["recall_exclude_seen"]["ranked"]["recall@2"] == pytest.approx(
+        1.0
+    )  # u1 [i5, i3], u2 [i6, i4]

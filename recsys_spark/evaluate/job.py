@@ -12,9 +12,10 @@ The served lists are scored too: channel `final` is the `recommendations` of dt 
 from data up to D−1, served on D) and `ranked` the `ranked_candidates` of dt = D−1 (before rerank),
 each cut to its top K by `rank`. Beside recall/NDCG/HitRate every channel gets the beyond-accuracy
 metrics of `metrics.beyond_accuracy_metrics` (coverage, ILD, category ILD, novelty). With
-`--exclude-seen` (default) every channel is also scored as it would serve: the items each user
-engaged with (r > 0) before D are removed from its list before the top-K cut, and from the truth;
-those numbers go to `recall_exclude_seen`, while `recall` keeps the lists as the channels rank them.
+`--exclude-seen` (default) every channel is also scored as it would serve: the items recall of D−1
+withheld from each user (engaged with, r > 0, before D; and over-exposed by D−1 under
+`--max-exposures` / `--exposure-days`, the rule of `candidates.exclusions`) are removed from its list
+before the top-K cut, and from the truth; those numbers go to `recall_exclude_seen`, while `recall` keeps the lists as the channels rank them.
 
 Writes `_reports/evaluation/D.json` (the contract of DESIGN.md) and `D.html`.
 """
@@ -31,6 +32,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.candidates import lists as channels
+from recsys_spark.candidates.exclusions import ExposureParams, over_exposed, seen_pairs
 from recsys_spark.catalog import WALK_METHODS
 from recsys_spark.config import DatedConfig, option
 from recsys_spark.errors import UsageError
@@ -69,7 +71,7 @@ ChannelLists = tuple[Lists, Lists | None]
 
 
 @dataclass
-class EvaluateConfig(DatedConfig):
+class EvaluateConfig(ExposureParams, DatedConfig):
     """Recall@K, NDCG@K, HitRate@K of each recall channel and AUC/uAUC/log-loss of the ranker on --date,
     using only what was built before it."""
 
@@ -82,7 +84,8 @@ class EvaluateConfig(DatedConfig):
     seed: int = option(7, "Seed of the user sample.")
     exclude_seen: bool = option(
         True,
-        "Also score every channel as served: items a user engaged with (r > 0) before --date are removed "
+        "Also score every channel as served: items a user engaged with (r > 0) before --date, and items "
+        "over-exposed by then (--max-exposures in --exposure-days, as recall drops them), are removed "
         "from its list (still K long) and from the truth; reported as recall_exclude_seen, headlined.",
     )
     diversity_embedding: list[str] = option(
@@ -335,13 +338,13 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> RecallResu
     history = hist.select("user_id", F.explode("hist").alias("item_id"), F.lit(1.0).alias("weight"))
     k = max(cfg.ks)
     seen_rows, seen = None, None
-    if cfg.exclude_seen:  # r > 0 up to D−1, the sampled users only
-        seen_rows = (
-            interest_weights(events, day - dt.timedelta(days=1), 0)
-            .join(users, "user_id", "left_semi")
-            .select("user_id", "item_id")
-            .cache()
-        )
+    if cfg.exclude_seen:  # what recall of D−1 withheld from the sampled users: seen and over-exposed
+        before = day - dt.timedelta(days=1)
+        seen_rows = seen_pairs(events, before, users)
+        if cfg.max_exposures > 0:
+            exposed = over_exposed(events, before, cfg.exposure_days, cfg.max_exposures, users)
+            seen_rows = seen_rows.unionByName(exposed.select("user_id", "item_id")).distinct()
+        seen_rows = seen_rows.cache()
         seen = {}
         for row in seen_rows.collect():
             seen.setdefault(row["user_id"], set()).add(row["item_id"])

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_spark.candidates import lists as builders
+from recsys_spark.candidates.exclusions import ExposureParams
 from recsys_spark.catalog import SIMILARITY_TABLES, WALK_METHODS
 from recsys_spark.config import GatedConfig, option, params_of
 from recsys_spark.errors import UsageError
@@ -46,7 +47,7 @@ TABLE = "recall_candidates"
 
 
 @dataclass
-class RecallConfig(ann.AnnParams, GatedConfig):
+class RecallConfig(ExposureParams, ann.AnnParams, GatedConfig):
     """Candidates of every recall channel for the users active in the --active-days ending at --date,
     each channel cut at its quota, merged per (user, item); seen and over-exposed items removed.
     See docs/recommend.md ("Recall")."""
@@ -70,12 +71,6 @@ class RecallConfig(ann.AnnParams, GatedConfig):
         7, "Days of clicks ending at --date counted by the popularity channel.", minimum=1
     )
     exclude_seen: bool = option(True, "Never recall an item the user engaged with (r > 0) up to --date.")
-    exposure_days: int = option(
-        7, "Days of impressions ending at --date counted for the exposure filter.", minimum=1
-    )
-    max_exposures: int = option(
-        3, "Drop an item shown to the user at least this many times (0 = no filter).", minimum=0
-    )
     bloom_fpr: float = option(
         0.01, "Target false-positive rate of each user's exposure Bloom filter.", exclusive_minimum=0
     )
