@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import random
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from recsys_spark import cli
 from recsys_spark.errors import UsageError
 from recsys_spark.lake import Lake
 from recsys_spark.lake.tables import table_schema
-from recsys_spark.recommend.rank import fused_score, parse_fusion
+from recsys_spark.recommend.rank import fused_score, parse_fusion, rank_fusion_score, task_ranks
 
 UTC = dt.timezone.utc
 D = dt.date(2026, 11, 9)
@@ -48,6 +49,10 @@ def test_parse_fusion():
     for bad in ("click", "click:x", "click:-1", "click:1,click:2", "click:0", "click:nan"):
         with pytest.raises(UsageError):
             parse_fusion(bad)
+    assert parse_fusion("", "--channel-weights", allow_empty=True) == {}
+    assert parse_fusion("usercf:0", "--channel-weights", allow_empty=True) == {"usercf": 0.0}
+    with pytest.raises(UsageError, match="--channel-weights"):
+        parse_fusion("usercf", "--channel-weights", allow_empty=True)
 
 
 def test_fusion_sum_and_product_equal_direct_computation(spark):
@@ -66,6 +71,88 @@ def test_fusion_sum_and_product_equal_direct_computation(spark):
         assert row.p == pytest.approx(probs[0] ** 1.0 * probs[1] ** 0.5 * probs[2] ** 2.0, rel=1e-12)
     with pytest.raises(UsageError, match="purchase"):
         fused_score(cols, {"purchase": 1.0}, "sum")
+
+
+def test_rank_fusion_equals_reciprocal_ranks_computed_directly(spark):
+    # Reference from the formula: per user, rank_t = position by p_t desc (item_id breaks ties);
+    # score = Σ_c v_c / (k + rank_c) + Σ_t w_t / (k + rank_t), channels not named weigh 1.
+    rng = np.random.default_rng(5)
+    rows = []
+    for u in range(4):
+        for i in range(12):
+            ranks = {c: int(rng.integers(1, 50)) for c in ("itemcf", "swing", "usercf") if rng.random() < 0.6}
+            p = round(float(rng.random()), 1)  # coarse: ties, broken by item_id
+            rows.append((f"u{u}", f"i{i:02d}", ranks, p, float(rng.random())))
+    frame = spark.createDataFrame(
+        rows, "user_id string, item_id string, channel_ranks map<string,int>, p_click double, p_like double"
+    )
+    k, cw, tw = 10.0, {"swing": 2.0, "usercf": 0.0}, {"click": 1.0, "like": 0.5}
+    ranked = task_ranks(frame, ("click", "like"))
+    score = rank_fusion_score(F.col("channel_ranks"), {t: F.col(f"r_{t}") for t in tw}, tw, k, cw)
+    got = {
+        (r.user_id, r.item_id): r.s for r in ranked.select("user_id", "item_id", score.alias("s")).collect()
+    }
+    for u in {r[0] for r in rows}:
+        mine = [r for r in rows if r[0] == u]
+        by = {
+            t: {r[1]: n for n, r in enumerate(sorted(mine, key=lambda r, j=j: (-r[j], r[1])), start=1)}
+            for t, j in (("click", 3), ("like", 4))
+        }
+        for _, item, ranks, _, _ in mine:
+            expected = sum(cw.get(c, 1.0) / (k + r) for c, r in ranks.items())
+            expected += sum(w / (k + by[t][item]) for t, w in tw.items())
+            assert got[(u, item)] == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(UsageError, match="share"):
+        rank_fusion_score(F.col("channel_ranks"), {}, {"share": 1.0})
+
+
+def test_voter_ndcg_and_weights_equal_a_direct_computation(spark):
+    # Reference from the formula: per voter, order the user's candidates by that voter (channel rank;
+    # task probability desc, item_id asc), DCG@k of the positives, over IDCG@min(k, positives among
+    # the user's candidates); mean over users with a positive; weight = (q / max q) ^ power.
+    from recsys_spark.recommend.fusion_weights import quality_weights, voter_ndcg
+
+    rng = random.Random(11)
+    rows, positives = [], set()
+    for u in range(6):
+        for i in range(15):
+            ranks = {c: rng.randint(1, 20) for c in ("swing", "usercf", "popularity") if rng.random() < 0.7}
+            rows.append((f"u{u}", f"i{i:02d}", ranks, {"click": round(rng.random(), 1)}))
+            if u != 5 and rng.random() < 0.25:  # u5 has no positive: not counted
+                positives.add((f"u{u}", f"i{i:02d}"))
+    frame = spark.createDataFrame(
+        rows, "user_id string, item_id string, channel_ranks map<string,int>, task_scores map<string,double>"
+    )
+    labels = spark.createDataFrame(sorted(positives), "user_id string, item_id string")
+    k = 4
+    got = voter_ndcg(frame, labels, ("click",), k)
+
+    def ndcg(order: list[str], truth: set[str]) -> float:
+        dcg = sum(1 / math.log2(j + 2) for j, item in enumerate(order[:k]) if item in truth)
+        return dcg / sum(1 / math.log2(j + 2) for j in range(min(k, len(truth))))
+
+    users = sorted({u for u, _ in positives})
+    expected = {}
+    for voter in ("swing", "usercf", "popularity", "task:click"):
+        total = 0.0
+        for user in users:
+            mine = [r for r in rows if r[0] == user]
+            truth = {i for u, i in positives if u == user}
+            if voter.startswith("task:"):
+                order = [r[1] for r in sorted(mine, key=lambda r: (-r[3]["click"], r[1]))]
+                total += ndcg(order, truth)
+            else:  # a channel's rank is its position (random ranks here may tie: each counts at its rank)
+                ranks = {r[1]: r[2][voter] for r in mine if voter in r[2]}
+                dcg = sum(1 / math.log2(r + 1) for i, r in ranks.items() if r <= k and i in truth)
+                total += dcg / sum(1 / math.log2(j + 2) for j in range(min(k, len(truth))))
+        expected[voter] = total / len(users)
+    assert got.keys() == expected.keys()
+    for voter, value in expected.items():
+        assert got[voter] == pytest.approx(value, rel=1e-9), voter
+    weights = quality_weights(got, 2.0)
+    best = max(expected.values())
+    assert weights == pytest.approx({v: (q / best) ** 2 for v, q in expected.items()})
+    assert quality_weights({"a": 0.0, "b": 0.0}, 2.0) == {"a": 1.0, "b": 1.0}
 
 
 # -- a small ratings-shaped lake (clicks and likes, no impressions) ------------------------------------
@@ -208,7 +295,10 @@ def driver_scores(spark, lake: Lake, version: str) -> dict[tuple[str, str], dict
 
 def test_ranker_scores_equal_driver_scoring_and_see_nothing_after_d(spark, lake):
     root = lake.root
-    assert run(spark, "rank", "--lake", root, "--date", str(D), "--batch-size", "5") == 0
+    assert (
+        run(spark, "rank", "--lake", root, "--date", str(D), "--batch-size", "5", "--fusion-method", "sum")
+        == 0
+    )
     first = ranked_rows(lake)
     summary = Path(lake.path("_reports", "quality", "ranked_candidates", f"{D}.json"))
     assert json.loads(summary.read_text())["table"] == "ranked_candidates"  # gated before the commit
@@ -243,7 +333,9 @@ def test_ranker_scores_equal_driver_scoring_and_see_nothing_after_d(spark, lake)
             for f in stats.schema.fields if f.name != "dt"
         ]  # fmt: skip
         lake.overwrite_dates(table, stats.select(*bumped, F.lit(NEXT).alias("dt")), [NEXT])
-    assert run(spark, "rank", "--lake", root, "--date", str(D), "--gate", "false") == 0
+    assert (
+        run(spark, "rank", "--lake", root, "--date", str(D), "--gate", "false", "--fusion-method", "sum") == 0
+    )
     again = ranked_rows(lake)
     assert again.keys() == first.keys()
     for key in first:
@@ -264,6 +356,45 @@ def test_without_a_ranker_the_score_is_reciprocal_rank_fusion(spark, tmp_path):
     for user in USERS:
         mine = sorted(((-s, item), r) for (u, item), (s, r, _, _) in got.items() if u == user)
         assert [r for _, r in mine] == list(range(1, len(mine) + 1))
+
+    # With the lists of D−1 in the lake, --channel-weights auto learns the weights from them against
+    # D's engagements: swing put each user's D positives first (NDCG 1), usercf put them 6th..8th.
+    positives = {(e[0], e[1]) for e in make_events(DAYS, 1) if e[6] == D}
+    rows = []
+    for user in USERS:
+        hits = sorted(i for u, i in positives if u == user)
+        others = [i for i in ITEMS if i not in hits][:5]
+        for n, item in enumerate(hits + others, start=1):
+            usercf = n + len(others) if n <= len(hits) else n - len(hits)
+            ranks = {"swing": n, "usercf": usercf}
+            rows.append(
+                (user, item, 1.0 / n, n, {}, ["swing", "usercf"], {"swing": 1.0, "usercf": 1.0}, ranks)
+            )
+    yesterday = spark.createDataFrame(
+        rows,
+        "user_id string, item_id string, score double, rank int, task_scores map<string,double>, "
+        "channels array<string>, channel_scores map<string,double>, channel_ranks map<string,int>",
+    ).select(
+        "*", F.lit(None).cast("string").alias("model_version"), F.lit(D - dt.timedelta(days=1)).alias("dt")
+    )
+    lake.overwrite_dates(
+        "ranked_candidates",
+        yesterday.select(*table_schema("ranked_candidates").spark_schema().fieldNames()),
+        [D - dt.timedelta(days=1)],
+    )
+    assert run(spark, "rank", "--lake", lake.root, "--date", str(D), "--rrf-k", "10", "--gate", "false") == 0
+    fusion = json.loads(lake.history("ranked_candidates", 1)[0]["recsys.fusion"])
+    assert fusion["learned_from"] == str(D - dt.timedelta(days=1))
+    n_hits = len(positives) // len(USERS)
+    assert all(sum(1 for u, _ in positives if u == user) == n_hits for user in USERS)
+    dcg = sum(1 / math.log2(r + 1) for r in range(6, 6 + n_hits))
+    idcg = sum(1 / math.log2(r + 1) for r in range(1, 1 + n_hits))
+    weights = {"swing": 1.0, "usercf": (dcg / idcg) ** 2}
+    assert fusion["channel_weights"] == pytest.approx(weights)
+    got = ranked_rows(lake)
+    for r in cands.collect():
+        expected = sum(weights.get(c, 1.0) / (10 + k) for c, k in r.channel_ranks.items())
+        assert got[(r.user_id, r.item_id)][0] == pytest.approx(expected, rel=1e-12)
 
 
 def test_rank_samples_of_a_day_without_impressions_get_sampled_negatives(spark, lake, caplog):

@@ -8,9 +8,13 @@
 - Fusion of the task probabilities into one score, with weights `w_t` (`--fusion "click:1,like:0.5"`):
   `sum`: score = Σ_t w_t p_t; `product`: score = Π_t p_t^{w_t} (a weighted geometric form: a
   candidate weak on any weighted task is pulled down multiplicatively).
-- Without a published ranker the score is the merged recall score, reciprocal-rank fusion over the
-  channels that recalled the candidate: score = Σ_{c ∈ channels} 1 / (rrf_k + rank_c) (Cormack et
-  al. 2009, rrf_k = 60), which needs no calibration between the channels' raw scores.
+  `rrf`: reciprocal-rank fusion of the channels and the tasks, score = Σ_{c ∈ channels} v_c /
+  (rrf_k + rank_c) + Σ_t w_t / (rrf_k + rank_t), where rank_t is the candidate's rank among the
+  user's candidates by p_t and v_c the channel weights (`--channel-weights`, default 1). The ranker
+  predicts a click *given an impression*; the channels' ranks carry how likely the item is to be
+  met at all, which the ranker never saw. Fusing ranks needs no calibration between them.
+- Without a published ranker the score is the merged recall score, the same fusion over the
+  channels only: score = Σ_{c ∈ channels} v_c / (rrf_k + rank_c) (Cormack et al. 2009, rrf_k = 60).
 - `rank` = 1..n per user by score desc, then item_id asc (a total order: reruns are identical).
 
 References
@@ -30,7 +34,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.errors import UsageError
 
-FUSION_METHODS = ("sum", "product")
+FUSION_METHODS = ("sum", "product", "rrf")
 RANKED_COLUMNS = (
     "user_id",
     "item_id",
@@ -45,13 +49,17 @@ RANKED_COLUMNS = (
 )
 
 
-def parse_fusion(text: str) -> dict[str, float]:
+def parse_fusion(text: str, flag: str = "--fusion", allow_empty: bool = False) -> dict[str, float]:
     """`"click:1,like:0.5"` -> `{"click": 1.0, "like": 0.5}`.
 
     Parameters
     ----------
     text : str
-        Comma-separated `task:weight` pairs; weights finite and >= 0, at least one > 0.
+        Comma-separated `name:weight` pairs; weights finite and >= 0, at least one > 0.
+    flag : str
+        The option named in errors (`--fusion`, `--channel-weights`).
+    allow_empty : bool
+        An empty `text` gives `{}` instead of an error (and all-zero weights are allowed).
 
     Returns
     -------
@@ -64,6 +72,8 @@ def parse_fusion(text: str) -> dict[str, float]:
         On a malformed pair, a repeated task or a bad weight.
     """
     weights: dict[str, float] = {}
+    if allow_empty and not text.strip():
+        return weights
     for part in (p.strip() for p in text.split(",")):
         task, sep, value = part.partition(":")
         try:
@@ -71,12 +81,12 @@ def parse_fusion(text: str) -> dict[str, float]:
         except ValueError:
             weight = math.nan
         if not sep or not task.strip() or not math.isfinite(weight) or weight < 0:
-            raise UsageError(f"--fusion: {part!r} is not task:weight with a weight >= 0 (in {text!r})")
+            raise UsageError(f"{flag}: {part!r} is not name:weight with a weight >= 0 (in {text!r})")
         if task.strip() in weights:
-            raise UsageError(f"--fusion names {task.strip()!r} twice")
+            raise UsageError(f"{flag} names {task.strip()!r} twice")
         weights[task.strip()] = weight
-    if not any(w > 0 for w in weights.values()):
-        raise UsageError(f"--fusion {text!r}: at least one weight must be > 0")
+    if not allow_empty and not any(w > 0 for w in weights.values()):
+        raise UsageError(f"{flag} {text!r}: at least one weight must be > 0")
     return weights
 
 
@@ -90,7 +100,7 @@ def fused_score(task_columns: dict[str, Column], weights: dict[str, float], meth
     weights : dict of str to float
         Task -> weight (every task must be in `task_columns`).
     method : {"sum", "product"}
-        Σ_t w_t p_t or Π_t p_t^{w_t}.
+        Σ_t w_t p_t or Π_t p_t^{w_t} (`rrf` is `rank_fusion_score`, over ranks).
 
     Returns
     -------
@@ -109,8 +119,10 @@ def fused_score(task_columns: dict[str, Column], weights: dict[str, float], meth
     raise UsageError(f"--fusion-method {method!r}: choose one of {FUSION_METHODS}")
 
 
-def reciprocal_rank_score(channel_ranks: Column, rrf_k: float = 60.0) -> Column:
-    """Σ over the channels of 1 / (rrf_k + rank): the merged recall score.
+def reciprocal_rank_score(
+    channel_ranks: Column, rrf_k: float = 60.0, channel_weights: dict[str, float] | None = None
+) -> Column:
+    """Σ over the channels of v_c / (rrf_k + rank_c): the merged recall score.
 
     Parameters
     ----------
@@ -118,17 +130,89 @@ def reciprocal_rank_score(channel_ranks: Column, rrf_k: float = 60.0) -> Column:
         map<string,int> channel -> rank of the item in that channel's list (1 = best).
     rrf_k : float
         The fusion constant (60 in Cormack et al.).
+    channel_weights : dict of str to float, optional
+        v_c per channel; a channel not named weighs 1.
 
     Returns
     -------
     Column
         double (0.0 for an empty map).
     """
-    return F.aggregate(
-        F.map_values(channel_ranks),
-        F.lit(0.0).cast("double"),
-        lambda acc, r: acc + F.lit(1.0) / (F.lit(float(rrf_k)) + r.cast("double")),
+    named = channel_weights or {}
+    weights = (
+        F.create_map(*[x for c, w in named.items() for x in (F.lit(c), F.lit(float(w)))])
+        if named
+        else F.create_map().cast("map<string,double>")
     )
+    return F.aggregate(
+        F.map_entries(channel_ranks),
+        F.lit(0.0).cast("double"),
+        lambda acc, e: (
+            acc
+            + F.coalesce(weights[e["key"]], F.lit(1.0)) / (F.lit(float(rrf_k)) + e["value"].cast("double"))
+        ),
+    )
+
+
+def rank_fusion_score(
+    channel_ranks: Column,
+    task_ranks: dict[str, Column],
+    task_weights: dict[str, float],
+    rrf_k: float = 60.0,
+    channel_weights: dict[str, float] | None = None,
+) -> Column:
+    """Reciprocal-rank fusion of the channels and the ranker's tasks (`--fusion-method rrf`).
+
+    score = Σ_c v_c / (rrf_k + rank_c) + Σ_t w_t / (rrf_k + rank_t).
+
+    Parameters
+    ----------
+    channel_ranks : Column
+        map<string,int> channel -> rank in that channel's list.
+    task_ranks : dict of str to Column
+        Task -> int rank of the candidate among the user's candidates by that task's probability.
+    task_weights : dict of str to float
+        w_t (every task must be in `task_ranks`).
+    rrf_k : float
+        The fusion constant.
+    channel_weights : dict of str to float, optional
+        v_c; a channel not named weighs 1.
+
+    Returns
+    -------
+    Column
+        double.
+    """
+    missing = sorted(set(task_weights) - set(task_ranks))
+    if missing:
+        raise UsageError(f"--fusion names tasks {missing} the ranker has not: it has {sorted(task_ranks)}")
+    score = reciprocal_rank_score(channel_ranks, rrf_k, channel_weights)
+    for task, weight in task_weights.items():
+        score = score + F.lit(float(weight)) / (F.lit(float(rrf_k)) + task_ranks[task].cast("double"))
+    return score
+
+
+def task_ranks(rows: DataFrame, tasks: tuple[str, ...], prefix: str = "p_") -> DataFrame:
+    """Add `r_<task>`: the rank 1..n of each row among its user's rows by `p_<task>` desc, item_id asc.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        `(user_id, item_id, p_<task> ...)`.
+    tasks : tuple of str
+        Task names.
+    prefix : str
+        Column prefix of the probabilities.
+
+    Returns
+    -------
+    DataFrame
+        The same rows plus one int column `r_<task>` per task.
+    """
+    for task in tasks:
+        order = Window.partitionBy("user_id").orderBy(F.col(f"{prefix}{task}").desc(), F.col("item_id"))
+        rows = rows.withColumn(f"r_{task}", F.row_number().over(order))
+    return rows
 
 
 def number_ranks(scored: DataFrame) -> DataFrame:
@@ -176,6 +260,7 @@ def ranked_candidates(
     model_version: str | None,
     day: dt.date,
     rrf_k: float = 60.0,
+    channel_weights: dict[str, float] | None = None,
 ) -> DataFrame:
     """The `ranked_candidates` rows of `day` from the recall candidates and the ranker's scores.
 
@@ -191,14 +276,16 @@ def ranked_candidates(
         The ranker's tasks (ignored without `scores`).
     weights : dict of str to float
         Fusion weights (`parse_fusion`).
-    method : {"sum", "product"}
+    method : {"sum", "product", "rrf"}
         Fusion method.
     model_version : str or None
         The ranker version, recorded on every row.
     day : datetime.date
         The lists' day (`dt`).
     rrf_k : float
-        Reciprocal-rank-fusion constant of the fallback score.
+        Reciprocal-rank-fusion constant (`rrf` and the no-ranker score).
+    channel_weights : dict of str to float, optional
+        v_c of the reciprocal-rank fusion; a channel not named weighs 1.
 
     Returns
     -------
@@ -207,8 +294,17 @@ def ranked_candidates(
     """
     base = candidates.select("user_id", "item_id", "channels", "channel_scores", "channel_ranks")
     if scores is None:
-        rows = base.withColumn("score", reciprocal_rank_score(F.col("channel_ranks"), rrf_k)).withColumn(
+        score = reciprocal_rank_score(F.col("channel_ranks"), rrf_k, channel_weights)
+        rows = base.withColumn("score", score).withColumn(
             "task_scores", F.create_map().cast("map<string,double>")
+        )
+    elif method == "rrf":
+        ranks = {t: F.col(f"r_{t}") for t in tasks}
+        score = rank_fusion_score(F.col("channel_ranks"), ranks, weights, rrf_k, channel_weights)
+        rows = (
+            task_ranks(base.join(scores, ["user_id", "item_id"]), tasks)
+            .withColumn("score", score)
+            .withColumn("task_scores", task_map(tasks))
         )
     else:
         columns = {t: F.col(f"p_{t}") for t in tasks}
