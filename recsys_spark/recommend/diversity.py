@@ -270,7 +270,7 @@ def select(
     vectors: np.ndarray | None,
     k: int,
     allowed: Checker | None = None,
-    mmr_lambda: float = 0.7,
+    mmr_lambda: float = 0.85,
     mmr_window: int = 10,
     dpp_theta: float = 0.7,
 ) -> list[int]:

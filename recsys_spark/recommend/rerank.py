@@ -61,13 +61,13 @@ class RerankParams:
     k: int = option(50, "List length K of each user's recommendations.", minimum=1)
     pool: int = option(200, "Best-ranked candidates per user the reranker chooses from.", minimum=1)
     diversity: str = option("mmr", "none: by score; mmr; dpp (docs/recommend.md).", choices=list(METHODS))
-    mmr_lambda: float = option(0.7, "MMR: weight of relevance (1 = pure score order).", minimum=0)
+    mmr_lambda: float = option(0.85, "MMR: weight of relevance (1 = pure score order).", minimum=0)
     mmr_window: int = option(10, "MMR: redundancy against the last W picks only (0 = all picks).", minimum=0)
     dpp_theta: float = option(
         0.7, "DPP: θ in [0, 1), quality q = exp(θ/(2(1-θ)) r); larger = more relevance.", minimum=0
     )
     max_same_category: int = option(
-        2, "At most this many items of one category in any --rule-window positions (0 = no rule).", minimum=0
+        3, "At most this many items of one category in any --rule-window positions (0 = no rule).", minimum=0
     )
     rule_window: int = option(6, "Width of the sliding window of the category rule.", minimum=1)
     author_rule: bool = option(True, "No two items of one author in adjacent positions.")

@@ -43,7 +43,7 @@ class ListRules:
         Forbid two items of one author next to each other.
     """
 
-    max_same_category: int = 2
+    max_same_category: int = 3
     window: int = 6
     distinct_adjacent_authors: bool = True
 
