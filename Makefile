@@ -3,6 +3,9 @@
 
 PY := .venv/bin/python
 DEMO_LAKE ?= ./demo-lake
+# Test files run on this many pytest-xdist workers (one file stays on one worker: its module fixtures
+# are built once). Most tests wait on JVM starts and subprocesses, so 2 workers fit 2 cores; 0 = serial.
+TEST_WORKERS ?= 2
 
 setup:
 	bash scripts/setup.sh
@@ -12,7 +15,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check recsys_spark jobs tests benchmarks airflow_dags
-	$(PY) -m pytest -q -ra --durations=25
+	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup
 	$(PY) -m ruff check recsys_spark jobs tests benchmarks airflow_dags

@@ -31,3 +31,23 @@ def lake(spark, tmp_path):
     from recsys_spark.lake.delta import Lake
 
     return Lake(spark, str(tmp_path / "lake"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print what tests recorded as `timings` (the Airflow runs' task tables) at the end of the run.
+
+    Through `record_property` they reach the summary from pytest-xdist workers too, whose own output
+    the controller does not show; CI logs keep them for every run.
+    """
+    tables = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == "timings"
+    ]
+    if tables:
+        terminalreporter.section("task timings")
+        for table in tables:
+            terminalreporter.write_line(table)

@@ -390,7 +390,9 @@ def _read(path: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_failed_quality_check_stops_the_run_before_publish(airflow, generated_lake, tmp_path, spark, capsys):
+def test_failed_quality_check_stops_the_run_before_publish(
+    airflow, generated_lake, tmp_path, spark, capsys, record_property
+):
     lake = _copy_lake(generated_lake, tmp_path / "lake")
     # Corrupt day D2: one event of an item that is not in `items` (a critical expectation of events).
     import deltalake
@@ -410,8 +412,7 @@ def test_failed_quality_check_stops_the_run_before_publish(airflow, generated_la
     deltalake.write_deltalake(events, pa.table(bad, schema=schema), mode="append")
 
     result = airflow.dags_test("recsys_daily_full", D2, {**TINY, "lake": str(lake)})
-    with capsys.disabled():
-        print("\n" + _timing_table(f"recsys_daily_full {D2} (corrupted events)", result))
+    record_property("timings", _timing_table(f"recsys_daily_full {D2} (corrupted events)", result))
     states = {t: v["state"] for t, v in result["tasks"].items()}
     assert result["proc"].returncode != 0
     assert result["run"]["state"] == "failed"
@@ -433,26 +434,18 @@ def test_failed_quality_check_stops_the_run_before_publish(airflow, generated_la
     assert not (lake / "_reports" / "published").exists()
 
 
-def _show(request, table: str) -> None:
-    """Print a run's task timings past pytest's capture: CI logs keep them for every run."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    with capture.global_and_fixture_disabled():
-        print("\n" + table)
-
-
 @pytest.fixture(scope="module")
-def daily_runs(airflow, generated_lake, tmp_path_factory, request) -> dict:
+def daily_runs(airflow, generated_lake, tmp_path_factory) -> dict:
     lake = _copy_lake(generated_lake, tmp_path_factory.mktemp("daily") / "lake")
     first = airflow.dags_test("recsys_daily_full", D1, {**TINY, **DAY1, "lake": str(lake)})
-    _show(request, _timing_table(f"recsys_daily_full {D1}", first))
     second = airflow.dags_test("recsys_daily_full", D2, {**TINY, "lake": str(lake), "skip": SKIP_HEAVY})
-    _show(request, _timing_table(f"recsys_daily_full {D2} (skip {SKIP_HEAVY})", second))
     return {"lake": lake, D1: first, D2: second}
 
 
 @pytest.mark.slow
-def test_daily_run_produces_and_publishes_every_table(daily_runs, airflow):
+def test_daily_run_produces_and_publishes_every_table(daily_runs, airflow, record_property):
     lake, run = daily_runs["lake"], daily_runs[D1]
+    record_property("timings", _timing_table(f"recsys_daily_full {D1}", run))
     assert run["proc"].returncode == 0, _tail(run["proc"])
     states = {t: v["state"] for t, v in run["tasks"].items()}
     expected = {t: "success" for t in DAILY_TASKS - {"validate_inputs.validate", "validate_outputs.validate"}}
@@ -495,8 +488,9 @@ def test_daily_run_produces_and_publishes_every_table(daily_runs, airflow):
 
 
 @pytest.mark.slow
-def test_consecutive_days_warm_start_from_yesterday(daily_runs):
+def test_consecutive_days_warm_start_from_yesterday(daily_runs, record_property):
     lake, run = daily_runs["lake"], daily_runs[D2]
+    record_property("timings", _timing_table(f"recsys_daily_full {D2} (skip {SKIP_HEAVY})", run))
     assert run["proc"].returncode == 0, _tail(run["proc"])
     states = {t: v["state"] for t, v in run["tasks"].items()}
     ran = {t for t, state in states.items() if state == "success"}
@@ -527,12 +521,12 @@ def test_consecutive_days_warm_start_from_yesterday(daily_runs):
 
 
 @pytest.mark.slow
-def test_incremental_dag_updates_both_models(daily_runs, airflow, request):
+def test_incremental_dag_updates_both_models(daily_runs, airflow, record_property):
     lake = daily_runs["lake"]
     result = airflow.dags_test(
         "recsys_incremental", f"{D3}T12:00:00+00:00", {**TINY, "lake": str(lake), "stream_mode": "once"}
     )
-    _show(request, _timing_table("recsys_incremental", result))
+    record_property("timings", _timing_table("recsys_incremental", result))
     assert result["proc"].returncode == 0, _tail(result["proc"])
     assert {t: v["state"] for t, v in result["tasks"].items()} == {
         "ensure_stream": "success",
