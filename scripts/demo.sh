@@ -10,17 +10,22 @@ cli="$root/.venv/bin/recsys-spark"
 export PYSPARK_PYTHON="$root/.venv/bin/python" PYSPARK_DRIVER_PYTHON="$root/.venv/bin/python"
 start=$(date +%s)
 echo "== generating synthetic data into $lake (the latest day is landed as files for the stream)"
-"$cli" generate --lake "$lake" --users "${DEMO_USERS:-2000}" --items "${DEMO_ITEMS:-1000}" --days "${DEMO_DAYS:-7}" --seed 1 --land-days 1
+"$cli" generate --lake "$lake" --users "${DEMO_USERS:-2000}" --items "${DEMO_ITEMS:-1000}" --days "${DEMO_DAYS:-7}" --seed "${DEMO_SEED:-1}" --land-days 1
 days="${DEMO_DAYS:-7}"
 # The day before the latest runs the daily pipeline; the latest day arrives afterwards through the
 # streaming ingest, is held out for evaluation and fed to the incremental update.
 last="$(date -u -d "2026-11-01 + $((days - 1)) days" +%F)"
 prev="$(date -u -d "$last - 1 day" +%F)"
-echo "== running the daily pipeline for $prev"
+first="$(date -u -d "$prev - 1 day" +%F)"
+# Two consecutive days, as a scheduler runs them: the second day's rank stage learns its fusion
+# weights from the first day's lists against the second day's engagements (docs/recommend.md).
 # The first full run has no warm start, so it makes 3 passes over its one day (later days: 1).
 # Embeddings and both models train data-parallel on DEMO_NP Horovod ranks (Gloo), 2 by default.
 np="${DEMO_NP:-2}"
-"$cli" run-daily --lake "$lake" --date "$prev" --train-epochs "${DEMO_TRAIN_EPOCHS:-3}" --np "$np"
+echo "== running the daily pipeline for $first"
+"$cli" run-daily --lake "$lake" --date "$first" --train-epochs "${DEMO_TRAIN_EPOCHS:-3}" --np "$np"
+echo "== running the daily pipeline for $prev (warm start from $first)"
+"$cli" run-daily --lake "$lake" --date "$prev" --np "$np"
 echo "== one user's list for $last, as served from the recommendations of $prev"
 user="$("$root/.venv/bin/python" -c "import sys, deltalake, pyarrow.parquet as pq; f = deltalake.DeltaTable(sys.argv[1]).file_uris()[0]; print(min(pq.read_table(f, columns=['user_id']).column(0).to_pylist()))" "$lake/recommendations")"
 "$cli" recommend --lake "$lake" --date "$prev" --user "$user"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
 import math
@@ -14,8 +15,10 @@ import pandas as pd
 import pytest
 
 from recsys_spark.candidates.lists import (
+    item_keys,
     item_to_item_candidates,
     popularity_candidates,
+    profile_candidates,
     topk_lists,
     user_to_user_candidates,
     vector_candidates,
@@ -454,3 +457,54 @@ def test_every_channel_removes_excluded_pairs_before_the_cut(spark):
     for u, uv in zip(users, um):
         allowed = sorted((-(uv @ iv), i) for i, iv in zip(items, im) if i not in seen[u])[:4]
         assert list(frame[frame.user_id == u].item_id) == [i for _, i in allowed]
+
+
+def test_profile_channel_matches_interest_keys_newest_first(spark):
+    """score(u, j) = Σ over j's (kind, key) of u's profile weight; each key offers its per_key newest."""
+    rng = random.Random(3)
+    base = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    items = [
+        (
+            f"i{n:02d}",
+            f"c{n % 3}",
+            f"a{n % 4}",
+            rng.sample(["x", "y", "z"], rng.randint(0, 2)),
+            base + dt.timedelta(hours=n),
+        )
+        for n in range(14)
+    ]
+    users = [f"u{n}" for n in range(4)]
+    profiles = [
+        (u, kind, key, round(rng.random(), 3))
+        for u in users
+        for kind, keys in (
+            ("category", ["c0", "c1", "c2"]),
+            ("author", ["a0", "a1", "a2", "a3"]),
+            ("tag", ["x", "y", "z"]),
+        )
+        for key in rng.sample(keys, 2)
+    ]
+    exclude = [(u, i[0]) for u in users for i in rng.sample(items, 3)]
+    per_key, k = 3, 4
+    # Reference: per (kind, key) the per_key newest items (created desc, item_id asc)
+    offered: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for kind, col in (("category", 1), ("author", 2)):
+        for item in sorted(items, key=lambda r: (-r[4].timestamp(), r[0])):
+            if len(offered[(kind, item[col])]) < per_key:
+                offered[(kind, item[col])].append(item[0])
+    for item in sorted(items, key=lambda r: (-r[4].timestamp(), r[0])):
+        for tag in item[3]:
+            if len(offered[("tag", tag)]) < per_key:
+                offered[("tag", tag)].append(item[0])
+    products = defaultdict(list)
+    for u, kind, key, w in profiles:
+        for item in offered[(kind, key)]:
+            if (u, item) not in set(exclude):
+                products[(u, item)].append(w)
+    item_df = spark.createDataFrame(
+        items, "item_id string, category string, author_id string, tags array<string>, created_ts timestamp"
+    )
+    prof_df = spark.createDataFrame(profiles, "user_id string, kind string, key string, weight double")
+    ex_df = spark.createDataFrame(exclude, "user_id string, item_id string")
+    got = profile_candidates(prof_df, item_keys(item_df), k, per_key, exclude=ex_df)
+    assert rows_of(got) == ref_rank(ordered_sums(products), k)

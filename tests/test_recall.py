@@ -249,7 +249,7 @@ def test_recall_job_end_to_end(spark, tiny_lake, caplog):
     shown = Counter(zip(window["user_id"], window["item_id"]))
     assert not {p for p, n in shown.items() if n >= 3} & set(zip(out["user_id"], out["item_id"]))
     # Channels: sorted, maps keyed by them; each channel within its quota and ranks 1..n.
-    quotas = {"itemcf": 7, "popularity": 5, "deepwalk": 5}
+    quotas = {"itemcf": 7, "popularity": 5, "deepwalk": 5, "profile": 5}
     per = Counter()
     for chs, scores, ranks, user in zip(
         out["channels"], out["channel_scores"], out["channel_ranks"], out["user_id"]

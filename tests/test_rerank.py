@@ -282,3 +282,75 @@ def test_the_gate_blocks_recommendations_with_a_rank_gap(spark, lake):
     finally:
         disable_gates(lake)
     assert not lake.exists("recommendations")
+
+
+# -- new-item slots (item cold start) -----------------------------------------------------------------
+def test_reserved_positions_are_evenly_spaced():
+    from recsys_spark.recommend.rules import reserved_positions
+
+    # p_j = round((j + 1) k / (slots + 1)) − 1, 0-based
+    assert reserved_positions(50, 2) == [16, 32]
+    assert reserved_positions(10, 1) == [4]
+    assert reserved_positions(10, 0) == []
+    for k in range(1, 12):
+        for slots in range(0, k + 3):
+            got = reserved_positions(k, slots)
+            assert len(got) == min(slots, k) == len(set(got)) and all(0 <= p < k for p in got)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_new_item_slots_hold_the_best_remaining_new_item(seed):
+    from recsys_spark.recommend.rules import no_rules, reserved_positions, with_new_item_slots
+
+    rng = np.random.default_rng(seed)
+    n, k, slots = 30, 10, 2
+    scores = rng.random(n)
+    order = np.argsort(-scores, kind="stable")  # candidates come sorted by score in the job
+    scores = scores[order]
+    new = np.zeros(n, dtype=bool)
+    new[rng.choice(n, size=[0, 1, 3, 6][seed], replace=False)] = True
+    positions = reserved_positions(k, slots)
+    got = select("none", scores, None, k, with_new_item_slots(no_rules(n), new, positions))
+    # Reference: fill positions in turn; a reserved one takes the best remaining new item if any is left.
+    left, expected = list(range(n)), []
+    for p in range(k):
+        pick = [i for i in left if new[i]] if p in positions and any(new[i] for i in left) else left
+        best = max(pick, key=lambda i: (scores[i], -i))
+        expected.append(best)
+        left.remove(best)
+    assert got == expected
+    n_new = int(new.sum())
+    held = [p for p in positions if new[got[p]]]
+    assert len(held) == min(n_new, slots)  # slots always filled when new items exist
+
+
+def test_rerank_job_fills_new_item_slots(spark, lake):
+    rng = np.random.default_rng(8)
+    created = dt.datetime.combine(D, dt.time(9), dt.timezone.utc)
+    old = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    # i00..i39; every fifth item was created on D (new), the rest long before.
+    rows = [(f"i{k:02d}", f"c{k % 3}", f"a{k % 5}", [], created if k % 5 == 4 else old) for k in range(40)]
+    lake.overwrite("items", spark.createDataFrame(rows, table_schema("items").spark_schema()))
+    ranked = _ranked_frame(spark, rng, users=5, per_user=20)
+    lake.overwrite_dates("ranked_candidates", ranked, [D])
+    argv = ["rerank", "--lake", lake.root, "--date", str(D), "--k", "10", "--diversity", "none"]
+    assert (
+        cli.main([*argv, "--max-same-category", "0", "--author-rule", "false", "--pool", "8"], spark=spark)
+        == 0
+    )
+    got = lake.read("recommendations").filter(F.col("dt") == F.lit(D)).toPandas()
+    new = {f"i{k:02d}" for k in range(40) if k % 5 == 4}
+    for user, pool in ranked.toPandas().groupby("user_id"):
+        pool = pool.sort_values("rank")
+        mine = got[got.user_id == user].sort_values("rank")
+        fresh = [i for i in pool["item_id"] if i in new]  # best new first, wherever they ranked
+        assert fresh and len(mine) == 10, user
+        slots = [2, 6]  # reserved_positions(10, 2)
+        held = min(2, len(fresh))
+        # The best new items, in their order, take the reserved slots (unless score order put them
+        # earlier already: then the next new ones do).
+        shown_new = [i for i in mine["item_id"] if i in new]
+        assert shown_new[:held] == fresh[:held], user
+        assert all(mine["item_id"].iloc[p] in new for p in slots[:held]), user
+        assert all("reserved slot" in mine["reason"].iloc[p] for p in slots[:held]), user
+        assert not any("reserved slot" in r for p, r in enumerate(mine["reason"]) if p not in slots)

@@ -9,6 +9,10 @@ what each user actually engaged with on the day.
 - `user_to_user_candidates` (UserCF): score(u, j) = Σ_v sim(u, v) · weight(v, j).
 - `popularity_candidates`: the same global top-K for everyone (the baseline every channel must beat).
 - `vector_candidates` (two-tower, graph embeddings): exact brute-force top-K by dot product.
+- `profile_candidates` (profile): score(u, j) = Σ_{(kind, key) ∈ keys(j)} weight_u(kind, key), the
+  user's interest profile (`user_profiles`: category, author, tag shares) matched against the item's
+  category, author and tags. It needs no click on the item, so it recalls items created today
+  (item cold start); each (kind, key) offers only its `per_key` newest items.
 
 Every channel takes an optional `exclude` of `(user_id, item_id)` pairs (the items a user already
 engaged with): they are removed *before* the top-K cut, so a user still gets K items where K unseen
@@ -187,6 +191,67 @@ def popularity_candidates(
         .filter(F.col("rank") <= k)
         .select("user_id", "item_id", "score", "rank")
     )
+
+
+def item_keys(items: DataFrame) -> DataFrame:
+    """`(item_id, kind, key, created_ts)`: each item's category, author and tags as profile keys.
+
+    Parameters
+    ----------
+    items : DataFrame
+        The `items` table: `item_id, category, author_id, tags, created_ts`.
+
+    Returns
+    -------
+    DataFrame
+        One row per (item, kind, key) with kind in {category, author, tag}; null keys dropped.
+    """
+    base = items.select("item_id", "category", "author_id", "tags", "created_ts")
+    parts = [
+        base.select("item_id", F.lit("category").alias("kind"), F.col("category").alias("key"), "created_ts"),
+        base.select("item_id", F.lit("author").alias("kind"), F.col("author_id").alias("key"), "created_ts"),
+        base.select(
+            "item_id", F.lit("tag").alias("kind"), F.explode_outer("tags").alias("key"), "created_ts"
+        ),
+    ]
+    out = parts[0].unionByName(parts[1]).unionByName(parts[2])
+    return out.filter(F.col("key").isNotNull()).dropDuplicates(["item_id", "kind", "key"])
+
+
+def profile_candidates(
+    profiles: DataFrame, keys: DataFrame, k: int, per_key: int = 50, exclude: DataFrame | None = None
+) -> DataFrame:
+    """Top-k items per user whose category, author and tags match the user's interest profile.
+
+    Parameters
+    ----------
+    profiles : DataFrame
+        `(user_id, kind, key, weight)`: `user_profiles` rows of one day (weights sum to 1 per kind).
+    keys : DataFrame
+        `(item_id, kind, key, created_ts)` from `item_keys` (only items that may be served).
+    k : int
+        List length.
+    per_key : int
+        Items each (kind, key) offers: its newest by `created_ts` (then item_id), which bounds the
+        join to users × keys × per_key rows and favours the items no other channel knows yet.
+    exclude : DataFrame, optional
+        `(user_id, item_id)` pairs removed before the cut.
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id, score double, rank int)`, score = Σ over matched keys of the weights.
+    """
+    k = _check_k(k)
+    newest = Window.partitionBy("kind", "key").orderBy(F.col("created_ts").desc_nulls_last(), "item_id")
+    offered = keys.withColumn("_n", F.row_number().over(newest)).filter(F.col("_n") <= int(per_key))
+    scored = (
+        profiles.select("user_id", "kind", "key", F.col("weight").cast("double"))
+        .join(offered.select("item_id", "kind", "key"), ["kind", "key"])
+        .groupBy("user_id", "item_id")
+        .agg(_ordered_sum(F.col("weight")).alias("score"))
+    )
+    return _rank_top_k(scored, k, exclude)
 
 
 def vector_candidates(

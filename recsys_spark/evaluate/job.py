@@ -57,6 +57,7 @@ CHANNELS = (
     "usercf",
     "deepwalk",
     "node2vec",
+    "profile",
     "popularity",
     "final",
     "ranked",
@@ -204,6 +205,28 @@ def two_tower_lists(
     user_ids = list(frame["user_id"])
     lists = _vector_channel(user_ids, user_matrix, list(items["item_id"]), item_matrix, k, exclude)
     return lists, version
+
+
+def profile_lists(lake, events: DataFrame, day: dt.date, users: DataFrame, k: int, seen_rows, spark_lists):
+    """The profile channel as recall of D−1 builds it: `user_profiles` of D−1 (or computed), items by D−1."""
+    from recsys_spark.profiles.interests import ProfileParams, end_of_day_seconds, user_profiles
+
+    before = day - dt.timedelta(days=1)
+    end = F.timestamp_seconds(F.lit(end_of_day_seconds(before)))
+    items = lake.read("items").filter(F.col("created_ts") < end)
+    profiles, source = None, f"user_profiles dt={before}"
+    if lake.exists("user_profiles"):
+        profiles = lake.read("user_profiles").filter(F.col("dt") == F.lit(before))
+        profiles = profiles if profiles.limit(1).count() else None
+    if profiles is None:
+        profiles = user_profiles(events, items, before, ProfileParams())
+        source = f"profiles computed as of {before}"
+    profiles = profiles.join(users, "user_id", "left_semi").cache()
+    if not profiles.limit(1).count():
+        return None, None
+    keys = channels.item_keys(items)
+    found = spark_lists(lambda ex: channels.profile_candidates(profiles, keys, k, exclude=ex))
+    return found, source
 
 
 def table_lists(
@@ -400,6 +423,9 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> RecallResu
                 lambda ex, counts=counts: channels.popularity_candidates(users, counts, k, exclude=ex)
             )
             record(name, found, f"clicks {first}..{day - dt.timedelta(days=1)}")
+        elif name == "profile":
+            found, source = profile_lists(lake, events, day, users, k, seen_rows, spark_lists)
+            record(name, found, source)
         elif name == "two_tower":
             found, version = two_tower_lists(spark, lake, day, users, k, seen)
             record(name, found, f"two_tower {version}" if version else None)

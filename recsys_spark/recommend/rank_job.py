@@ -168,7 +168,17 @@ def run(cfg: RankConfig, spark, lake) -> int:
                 day - dt.timedelta(days=1),
             )
         else:
-            channel_weights = fitted[0]
+            channel_weights = dict(fitted[0])
+            # A channel yesterday's lists did not have gets the lowest learned weight: it has to earn more.
+            today = {
+                r.c
+                for r in candidates.select(F.explode(F.map_keys("channel_ranks")).alias("c"))
+                .distinct()
+                .collect()
+            }
+            floor = min(channel_weights.values(), default=1.0)
+            for name in sorted(today - set(channel_weights)):
+                channel_weights[name] = floor
             # A task's weight is its --fusion weight times its learned quality weight (unseen: 1).
             weights = {t: w * fitted[1].get(t, 1.0) for t, w in weights.items()}
     if version is None:

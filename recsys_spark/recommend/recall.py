@@ -24,7 +24,7 @@ from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import last_n_clicks
 
 # The recall channels, in the order they run (and are documented); names as in evaluation's report.
-CHANNELS = ("itemcf", "swing", "usercf", *WALK_METHODS, "two_tower", "popularity")
+CHANNELS = ("itemcf", "swing", "usercf", *WALK_METHODS, "two_tower", "profile", "popularity")
 ITEM_TO_ITEM = ("itemcf", "swing")
 VECTOR_CHANNELS = (*WALK_METHODS, "two_tower")
 MERGED_COLUMNS = ("user_id", "item_id", "channels", "channel_scores", "channel_ranks")

@@ -74,6 +74,9 @@ class RecallConfig(ExposureParams, ann.AnnParams, GatedConfig):
     bloom_fpr: float = option(
         0.01, "Target false-positive rate of each user's exposure Bloom filter.", exclusive_minimum=0
     )
+    profile_per_key: int = option(
+        50, "profile channel: the newest items each category, author or tag offers.", minimum=1
+    )
     ann_check_users: int = option(
         200, "Users whose ANN lists are checked against exact search (0 = no check).", minimum=0
     )
@@ -139,6 +142,31 @@ class _Run:
         counts = click_counts(self.events, self.day, self.cfg.popularity_days)
         return builders.popularity_candidates(self.users, counts, self.quotas["popularity"], self.seen)
 
+    def profile(self) -> DataFrame | None:
+        """Profile matches: `user_profiles` of D if written, else computed here with its defaults."""
+        from recsys_spark.profiles.interests import ProfileParams, end_of_day_seconds, user_profiles
+
+        # Only items that exist by the end of D may be served on D + 1.
+        end = F.timestamp_seconds(F.lit(end_of_day_seconds(self.day)))
+        items = self.lake.read("items").filter(F.col("created_ts") < end)
+        profiles = None
+        if self.lake.exists("user_profiles"):
+            profiles = self.lake.read("user_profiles").filter(F.col("dt") == F.lit(self.day))
+            if not profiles.limit(1).count():
+                profiles = None
+        if profiles is None:
+            log.info(
+                "recall %s: profile channel: no user_profiles of %s, computed with the defaults",
+                self.day,
+                self.day,
+            )
+            profiles = user_profiles(self.events, items, self.day, ProfileParams())
+        profiles = profiles.join(self.users, "user_id", "left_semi")
+        keys = builders.item_keys(items)
+        return builders.profile_candidates(
+            profiles, keys, self.quotas["profile"], self.cfg.profile_per_key, self.seen
+        )
+
     def embedding(self, method: str) -> DataFrame | None:
         table = self.lake.read_as_of("item_embeddings", self.after)
         version = (
@@ -194,6 +222,8 @@ class _Run:
             return self.embedding(name)
         if name == "two_tower":
             return self.two_tower()
+        if name == "profile":
+            return self.profile()
         return self.popularity()
 
 

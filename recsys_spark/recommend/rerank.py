@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import option
 from recsys_spark.recommend.diversity import METHODS, select
-from recsys_spark.recommend.rules import ListRules
+from recsys_spark.recommend.rules import ListRules, reserved_positions, with_new_item_slots
 
 RECOMMENDATION_SCHEMA = (
     "user_id string, item_id string, rank int, score double, channels array<string>, "
@@ -44,6 +44,7 @@ CHANNEL_PHRASES = {
     "deepwalk": "often viewed next to your items",
     "node2vec": "often viewed next to your items",
     "popularity": "popular right now",
+    "profile": "new in a category, author or tag you like",
     "als": "matches your taste profile",
 }
 
@@ -54,7 +55,8 @@ class RerankParams:
 
     Parameters
     ----------
-    k, pool, diversity, mmr_lambda, mmr_window, dpp_theta, max_same_category, rule_window, author_rule
+    k, pool, diversity, mmr_lambda, mmr_window, dpp_theta, max_same_category, rule_window, author_rule,
+    new_item_days, new_item_slots
         See each option's help.
     """
 
@@ -71,6 +73,15 @@ class RerankParams:
     )
     rule_window: int = option(6, "Width of the sliding window of the category rule.", minimum=1)
     author_rule: bool = option(True, "No two items of one author in adjacent positions.")
+    new_item_days: int = option(
+        3, "Items created in this many days ending at --date are new (item cold start).", minimum=1
+    )
+    new_item_slots: int = option(
+        2,
+        "Positions of each list reserved for new items (evenly spaced; filled by the user's best new "
+        "candidates the rules allow, else by any item; 0 = none).",
+        minimum=0,
+    )
 
 
 def reason_for(
@@ -115,7 +126,8 @@ def rerank_user(frame: pd.DataFrame, params: RerankParams) -> pd.DataFrame:
     ----------
     frame : pandas.DataFrame
         One user's rows: `user_id, item_id, score, pre_rank, channels, best_channel, model_version,
-        category, author_id, vector (array or None), dt`.
+        category, author_id, vector (array or None), dt`, and optionally `is_new` (bool: the item
+        takes a reserved new-item slot first).
     params : RerankParams
         The reranker's parameters.
 
@@ -137,18 +149,21 @@ def rerank_user(frame: pd.DataFrame, params: RerankParams) -> pd.DataFrame:
     categories = np.array([c if isinstance(c, str) else None for c in frame["category"]], dtype=object)
     authors = np.array([a if isinstance(a, str) else None for a in frame["author_id"]], dtype=object)
     rules = ListRules(params.max_same_category, params.rule_window, params.author_rule)
+    is_new = frame["is_new"].fillna(False).to_numpy(dtype=bool) if "is_new" in frame else np.zeros(n, bool)
+    slots = reserved_positions(params.k, params.new_item_slots) if is_new.any() else []
     chosen = select(
         params.diversity,
         frame["score"].to_numpy(dtype=np.float64),
         vectors,
         params.k,
-        rules.checker(categories, authors),
+        with_new_item_slots(rules.checker(categories, authors), is_new, slots),
         params.mmr_lambda,
         params.mmr_window,
         params.dpp_theta,
     )
     picked = frame.iloc[chosen].reset_index(drop=True)
     ranks = np.arange(1, len(picked) + 1, dtype=np.int32)
+    reserved = set(slots)
     reasons = [
         reason_for(
             row.channels,
@@ -158,7 +173,8 @@ def rerank_user(frame: pd.DataFrame, params: RerankParams) -> pd.DataFrame:
             isinstance(row.model_version, str),
             params.diversity,
         )
-        for row, r in zip(picked.itertuples(index=False), ranks)
+        + ("; new item, in a reserved slot" if is_new[c] and int(r) - 1 in reserved else "")
+        for row, r, c in zip(picked.itertuples(index=False), ranks, chosen)
     ]
     return pd.DataFrame(
         {
@@ -184,7 +200,7 @@ def recommendations(
     ranked : DataFrame
         `ranked_candidates` rows of `day`.
     items : DataFrame
-        `(item_id, category, author_id)`.
+        `(item_id, category, author_id, created_ts)`.
     vectors : DataFrame or None
         `(item_id, vector: array<float>)` item vectors for the similarity, or None (identity).
     params : RerankParams
@@ -202,7 +218,22 @@ def recommendations(
             F.map_entries("channel_ranks"), lambda e: F.struct(e["value"].alias("r"), e["key"].alias("c"))
         )
     )["c"]
-    pool = ranked.filter(F.col("rank") <= params.pool).select(
+    # New items (created in the new_item_days ending at D) join the pool wherever they rank: the
+    # reserved slots are theirs, and a ranker that never saw them ranks them low.
+    first_new = dt.datetime.combine(
+        day - dt.timedelta(days=params.new_item_days - 1), dt.time(), dt.timezone.utc
+    )
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    created = items.select(
+        "item_id",
+        ((F.col("created_ts") >= F.lit(first_new)) & (F.col("created_ts") < F.lit(end))).alias("is_new"),
+    )
+    keep_new = params.new_item_slots > 0
+    pool = ranked.join(created, "item_id", "left")
+    pool = pool.filter(
+        (F.col("rank") <= params.pool) | (F.lit(keep_new) & F.coalesce("is_new", F.lit(False)))
+    )
+    pool = pool.select(
         "user_id",
         "item_id",
         F.col("score").cast("double"),
@@ -210,6 +241,7 @@ def recommendations(
         "channels",
         best.alias("best_channel"),
         "model_version",
+        F.coalesce("is_new", F.lit(False)).alias("is_new"),
         F.lit(day).cast("date").alias("dt"),
     )
     pool = pool.join(items.select("item_id", "category", "author_id"), "item_id", "left")

@@ -114,3 +114,66 @@ def no_rules(n: int) -> Callable[[Sequence[int]], np.ndarray]:
     """
     everything = np.ones(n, dtype=bool)
     return lambda selected: everything
+
+
+def reserved_positions(k: int, slots: int) -> list[int]:
+    """0-based positions reserved for new items: evenly spaced, p_j = round((j + 1) k / (slots + 1)) − 1.
+
+    Parameters
+    ----------
+    k : int
+        List length.
+    slots : int
+        Reserved positions wanted (capped at k).
+
+    Returns
+    -------
+    list of int
+        Sorted distinct positions in [0, k); e.g. k = 50, slots = 2: [16, 32]; k = 10, slots = 1: [4].
+    """
+    slots = max(0, min(int(slots), int(k)))
+    positions = sorted({min(k - 1, max(0, round((j + 1) * k / (slots + 1)) - 1)) for j in range(slots)})
+    # Rounding may merge two positions when slots is close to k: fill the gap with the next free ones.
+    free = (p for p in range(k) if p not in positions)
+    while len(positions) < slots:
+        positions = sorted({*positions, next(free)})
+    return positions
+
+
+def with_new_item_slots(
+    checker: Callable[[Sequence[int]], np.ndarray], is_new: np.ndarray, positions: Sequence[int]
+) -> Callable[[Sequence[int]], np.ndarray]:
+    """A checker that, at each reserved position, allows only new items (when the rules allow one).
+
+    Item cold start: a new item has no clicks, so the ranker and the CF channels rank it low; the
+    reserved positions give the user's best new candidates (by the reranker's own marginal value,
+    so they compete among themselves) a place. Outside them new items compete as usual; at a
+    reserved position with no allowed new item left, every allowed item may take it.
+
+    Parameters
+    ----------
+    checker : callable
+        `selected -> (n,) bool` of the list rules.
+    is_new : numpy.ndarray
+        `(n,)` bool: the candidate is a new item.
+    positions : sequence of int
+        0-based reserved positions (`reserved_positions`).
+
+    Returns
+    -------
+    callable
+        `selected -> (n,) bool`.
+    """
+    reserved = frozenset(int(p) for p in positions)
+    new = np.asarray(is_new, dtype=bool)
+
+    def allowed(selected: Sequence[int]) -> np.ndarray:
+        mask = checker(selected)
+        if len(selected) in reserved:
+            only_new = mask & new
+            only_new[list(selected)] = False  # a new item already placed does not fill this slot
+            if only_new.any():
+                return only_new
+        return mask
+
+    return allowed
