@@ -14,6 +14,7 @@ import math
 import random
 import re
 
+import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
@@ -319,3 +320,47 @@ def test_final_and_ranked_read_the_day_before_and_exclude_seen(spark, served_lak
     assert exposed["recall_exclude_seen"]["ranked"]["recall@2"] == pytest.approx(
         1.0
     )  # u1 [i5, i3], u2 [i6, i4]
+
+
+# -- A/B readout ------------------------------------------------------------------------------------
+def test_bootstrap_interval_matches_the_normal_approximation():
+    from recsys_spark.evaluate.variants import bootstrap_means, interval
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, size=400)
+    low, high = interval(bootstrap_means(x, 4000, np.random.default_rng(1)))
+    half = 1.96 * x.std(ddof=1) / math.sqrt(len(x))  # the mean's 95% interval from the CLT
+    assert low == pytest.approx(x.mean() - half, abs=0.15 * half)
+    assert high == pytest.approx(x.mean() + half, abs=0.15 * half)
+
+
+def test_variant_readout_means_intervals_and_significance():
+    from recsys_spark.evaluate.variants import variant_readout
+
+    rng = random.Random(2)
+    items = [f"i{n}" for n in range(20)]
+    truth, lists, variant = {}, {}, {}
+    for n in range(600):
+        user = f"u{n}"
+        truth[user] = {items[0]}
+        arm = ["holdout", "good", "same"][n % 3]
+        variant[user] = arm
+        # good lists put the relevant item first 80% of the time, the others 30%
+        first = rng.random() < (0.8 if arm == "good" else 0.3)
+        lists[user] = [items[0], *items[1:5]] if first else items[1:6]
+    truth["u_empty"], variant["u_empty"] = set(), "good"  # skipped: nothing relevant
+    out = variant_readout(lists, truth, variant, "holdout", [1], resamples=2000, seed=3)
+    for arm, entry in out.items():
+        mine = [u for u in truth if variant[u] == arm and truth[u]]
+        hits = [1.0 if lists[u][0] in truth[u] else 0.0 for u in mine]
+        assert entry["users"] == len(mine) == 200
+        m = entry["metrics"]["ndcg@1"]
+        assert m["mean"] == pytest.approx(sum(hits) / len(hits))
+        assert m["low"] < m["mean"] < m["high"]
+    assert "vs_holdout" not in out["holdout"]
+    assert out["good"]["vs_holdout"]["ndcg@1"]["significant"]  # 0.8 against 0.3, 200 users each
+    assert out["good"]["vs_holdout"]["ndcg@1"]["diff"] == pytest.approx(
+        out["good"]["metrics"]["ndcg@1"]["mean"] - out["holdout"]["metrics"]["ndcg@1"]["mean"]
+    )
+    same = out["same"]["vs_holdout"]["recall@1"]
+    assert same["low"] < same["diff"] < same["high"]

@@ -354,3 +354,45 @@ def test_rerank_job_fills_new_item_slots(spark, lake):
         assert all(mine["item_id"].iloc[p] in new for p in slots[:held]), user
         assert all("reserved slot" in mine["reason"].iloc[p] for p in slots[:held]), user
         assert not any("reserved slot" in r for p, r in enumerate(mine["reason"]) if p not in slots)
+
+
+def test_variant_by_serves_each_user_the_method_of_their_bucket(spark, lake):
+    # Default spec, layer rerank: holdout 0-9, mmr 10-54, dpp 55-99 (bucket_of: the plain-Python twin
+    # of the Spark hash). A variant named like a method uses it; holdout runs the options as given.
+    from recsys_spark.experiments.buckets import DEFAULT_SPEC, bucket_of, parse_spec
+
+    rng = np.random.default_rng(4)
+    lake.overwrite("items", _items(spark))
+    ranked = _ranked_frame(spark, rng, users=12, per_user=15)
+    lake.overwrite_dates("ranked_candidates", ranked, [D])
+    vectors = spark.createDataFrame(
+        [(f"i{k:02d}", "deepwalk", [float(x) for x in rng.normal(size=4)]) for k in range(40)],
+        "item_id string, method string, vector array<float>",
+    )
+    lake.overwrite_partitions(
+        "item_embeddings", vectors, "method", ["deepwalk"], metadata={"date": str(D), "method": "deepwalk"}
+    )
+    base = ["rerank", "--lake", lake.root, "--date", str(D), "--k", "8", "--gate", "false"]
+
+    def lists() -> dict:
+        got = lake.read("recommendations").filter(F.col("dt") == F.lit(D)).toPandas()
+        return {
+            u: (list(g.sort_values("rank")["item_id"]), list(g["reason"])) for u, g in got.groupby("user_id")
+        }
+
+    by_method = {}
+    for method in ("none", "mmr", "dpp"):
+        assert cli.main([*base, "--diversity", method], spark=spark) == 0
+        by_method[method] = lists()
+    assert by_method["mmr"] != by_method["dpp"]  # the variants differ, so the check below can fail
+    assert cli.main([*base, "--diversity", "none", "--variant-by", "rerank"], spark=spark) == 0
+    served = lists()
+    layer = parse_spec(DEFAULT_SPEC).layer("rerank")
+    seen_variants = set()
+    for user, (items, reasons) in served.items():
+        variant = layer.variant_of_bucket(bucket_of(user, layer, 100))
+        seen_variants.add(variant)
+        method = variant if variant in ("mmr", "dpp") else "none"
+        assert items == by_method[method][user][0], (user, variant)
+        assert all(r.endswith(f"; A/B rerank={variant}") for r in reasons)
+    assert served.keys() == by_method["none"].keys() and len(seen_variants) >= 2

@@ -89,6 +89,16 @@ class EvaluateConfig(ExposureParams, DatedConfig):
         "over-exposed by then (--max-exposures in --exposure-days, as recall drops them), are removed "
         "from its list (still K long) and from the truth; reported as recall_exclude_seen, headlined.",
     )
+    variant_by: str | None = option(
+        None,
+        "A/B readout: the final lists' metrics per variant of this experiment layer, with 95% bootstrap "
+        "intervals over users and the difference to the holdout (docs/evaluate.md).",
+    )
+    experiments: str | None = option(
+        None, "With --variant-by and no ab_buckets table: the JSON spec (default: that of `buckets`)."
+    )
+    buckets: int = option(100, "With --variant-by and no ab_buckets table: buckets per layer.", minimum=1)
+    bootstrap: int = option(1000, "Bootstrap resamples of each variant's users.", minimum=1)
     diversity_embedding: list[str] = option(
         ["node2vec", "deepwalk"],
         "item_embeddings methods whose vectors give ILD@K: the first with a version before --date.",
@@ -341,6 +351,9 @@ class RecallResults:
         Users evaluated (with a positive on D).
     users_exclude_seen : int
         Users with a positive on D that they had not engaged with before.
+    served : tuple of (dict, dict) or None
+        The `final` lists and the truth of the headline view (exclude-seen when on), per user, for
+        the A/B readout; None without final lists.
     """
 
     recall: dict
@@ -348,6 +361,7 @@ class RecallResults:
     sources: dict
     users: int
     users_exclude_seen: int
+    served: tuple[dict, dict] | None = None
 
 
 def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> RecallResults:
@@ -464,8 +478,12 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> RecallResu
     if seen_rows is not None:
         seen_rows.unpersist()
     hist.unpersist()
+    served = None
+    if "final" in lists:
+        plain, unseen = lists["final"]
+        served = (plain, truth) if unseen is None else (unseen, unseen_truth)
     return RecallResults(
-        results, unseen_results, used, len(truth), sum(1 for t in unseen_truth.values() if t)
+        results, unseen_results, used, len(truth), sum(1 for t in unseen_truth.values() if t), served
     )
 
 
@@ -555,6 +573,8 @@ def run(cfg: EvaluateConfig, spark, lake) -> int:
     if found.exclude_seen is not None:
         result["recall_exclude_seen"] = found.exclude_seen
         result["users_evaluated_exclude_seen"] = found.users_exclude_seen
+    if cfg.variant_by:
+        result["variants"] = variant_results(spark, lake, cfg, found)
     details = {
         "lake": lake.root,
         "seconds": round(time.time() - started, 1),
@@ -584,4 +604,39 @@ def run(cfg: EvaluateConfig, spark, lake) -> int:
         )
     if not recall and not ranking:
         print(f"  nothing to evaluate: no channel or model was built before {day}")
+    if result.get("variants"):
+        ab = result["variants"]
+        print(f"  A/B layer {ab['layer']} (final lists; 95% bootstrap intervals, vs {ab['reference']})")
+        for variant, entry in ab["by_variant"].items():
+            m = entry["metrics"][f"ndcg@{k}"]
+            vs = entry.get(f"vs_{ab['reference']}", {}).get(f"ndcg@{k}")
+            versus = (
+                f"; diff {vs['diff']:+.4f} [{vs['low']:+.4f}, {vs['high']:+.4f}]"
+                f"{' significant' if vs['significant'] else ' not significant'}"
+                if vs
+                else ""
+            )
+            print(
+                f"  {variant:<11} users {entry['users']:>5}  ndcg@{k} {m['mean']:.4f} "
+                f"[{m['low']:.4f}, {m['high']:.4f}]{versus}"
+            )
     return 0
+
+
+def variant_results(spark, lake, cfg: EvaluateConfig, found: RecallResults) -> dict | None:
+    """The A/B readout of the final lists by the variants of layer `--variant-by` (`evaluate.variants`)."""
+    from recsys_spark.evaluate.variants import variant_readout
+    from recsys_spark.experiments.buckets import HOLDOUT, recorded_spec, variant_of
+
+    if found.served is None:
+        log.warning("evaluate %s: --variant-by: no final lists of the day before: no A/B readout", cfg.date)
+        return None
+    spec, source = recorded_spec(lake, cfg.experiments, cfg.buckets)
+    layer = spec.layer(cfg.variant_by)
+    lists, truth = found.served
+    users = spark.createDataFrame([(u,) for u in truth], "user_id string")  # the evaluated users
+    rows = variant_of(users, spec).filter(F.col("layer") == layer.name).collect()
+    variant = {r.user_id: r.variant for r in rows}
+    reference = HOLDOUT if layer.holdout else layer.default
+    by_variant = variant_readout(lists, truth, variant, reference, cfg.ks, cfg.bootstrap, cfg.seed)
+    return {"layer": layer.name, "spec": source, "reference": reference, "by_variant": by_variant}

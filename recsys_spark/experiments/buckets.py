@@ -270,6 +270,34 @@ def load_spec(path: str | None, buckets: int = 100) -> ExperimentSpec:
     return parse_spec(raw, buckets)
 
 
+def recorded_spec(lake, experiments: str | None, buckets: int = 100) -> tuple[ExperimentSpec, str]:
+    """The spec users are bucketed under: the one `ab_buckets` was last written with, else `experiments`.
+
+    Serving (`rerank --variant-by`) and measuring (`evaluate --variant-by`) both call this, so they
+    split users the same way as the published `ab_buckets`.
+
+    Parameters
+    ----------
+    lake : Lake
+        The lake.
+    experiments : str or None
+        A `--experiments` JSON file, used when `ab_buckets` does not exist (None: `DEFAULT_SPEC`).
+    buckets : int
+        Buckets per layer for that fallback.
+
+    Returns
+    -------
+    tuple of (ExperimentSpec, str)
+        The spec and where it came from (`ab_buckets`, the file, or `the default spec`).
+    """
+    if lake.exists(AB_BUCKETS):
+        recorded = lake.history(AB_BUCKETS, 1)[0].get("experiments")
+        if recorded:
+            raw = json.loads(recorded)
+            return parse_spec(raw, int(raw.get("buckets", buckets))), AB_BUCKETS
+    return load_spec(experiments, buckets), experiments or "the default spec"
+
+
 _M64 = (1 << 64) - 1
 _P1, _P2, _P3 = 11400714785074694791, 14029467366897019727, 1609587929392839161
 _P4, _P5 = 9650029242287828579, 2870177450012600261

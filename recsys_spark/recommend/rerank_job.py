@@ -6,6 +6,13 @@ are none, the two-tower's item vectors of its newest full version up to D; when 
 vectors (identity similarity: diversity reduces to the score order, the rules still apply). The
 source used is logged. The `dt = D` partition is replaced (idempotent); with `--gate` (default) the
 rows pass the `recommendations` suite before the commit.
+
+`--variant-by LAYER` serves an A/B experiment: each user gets the variant of their bucket in that
+layer (`experiments.buckets.variant_of`, the same pure function the `buckets` job writes
+`ab_buckets` with, under the spec recorded in `ab_buckets`' newest commit, else `--experiments`),
+and the lists of a variant named like a diversity method (`none`, `mmr`, `dpp`) use that method;
+every other variant (`control`, `holdout`, ...) runs the options as given. Each row's `reason` ends
+with `A/B LAYER=VARIANT`.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -21,6 +28,7 @@ from pyspark.sql import functions as F
 from recsys_spark.catalog import WALK_METHODS
 from recsys_spark.config import GatedConfig, option, params_of
 from recsys_spark.errors import UsageError
+from recsys_spark.recommend.diversity import METHODS
 from recsys_spark.recommend.rank_job import RANKED_TABLE
 from recsys_spark.recommend.rerank import RerankParams, recommendations, short_lists
 
@@ -41,6 +49,13 @@ class RerankConfig(RerankParams, GatedConfig):
         "(missing ones fall back: embedding -> two_tower -> none).",
         choices=list(VECTOR_SOURCES),
     )
+    variant_by: str | None = option(
+        None, "A/B: serve each user the variant of their bucket in this experiment layer (e.g. rerank)."
+    )
+    experiments: str | None = option(
+        None, "With --variant-by and no ab_buckets table: the JSON spec (default: that of `buckets`)."
+    )
+    buckets: int = option(100, "With --variant-by and no ab_buckets table: buckets per layer.", minimum=1)
 
 
 def validate(cfg: RerankConfig) -> None:
@@ -96,6 +111,29 @@ def item_vectors(lake, day: dt.date, source: str) -> tuple[DataFrame | None, str
     return None, "none (identity similarity)"
 
 
+def variant_lists(ranked: DataFrame, items: DataFrame, vectors, params: RerankParams, day, lake, cfg):
+    """`recommendations` with each user's lists built by the variant of their bucket (`--variant-by`)."""
+    from recsys_spark.experiments.buckets import HOLDOUT, recorded_spec, variant_of
+
+    spec, source = recorded_spec(lake, cfg.experiments, cfg.buckets)
+    layer = spec.layer(cfg.variant_by)
+    names = [HOLDOUT, *(name for name, _ in layer.variants), layer.default]
+    assigned = variant_of(ranked.select("user_id"), spec).filter(F.col("layer") == layer.name)
+    log.info("rerank %s: A/B layer %s (spec from %s), variants %s", day, layer.name, source, names)
+    parts = []
+    for name in dict.fromkeys(names):  # the spec's variants: a handful, never data-sized
+        mine = ranked.join(assigned.filter(F.col("variant") == name), "user_id", "left_semi")
+        chosen = replace(params, diversity=name) if name in METHODS else params
+        tag = F.lit(f"; A/B {layer.name}={name}")
+        parts.append(
+            recommendations(mine, items, vectors, chosen, day).withColumn("reason", F.concat("reason", tag))
+        )
+    out = parts[0]
+    for part in parts[1:]:
+        out = out.unionByName(part)
+    return out
+
+
 def run(cfg: RerankConfig, spark, lake) -> int:
     validate(cfg)
     day, started = cfg.date, time.time()
@@ -111,12 +149,17 @@ def run(cfg: RerankConfig, spark, lake) -> int:
         )
     log.info("rerank %s: diversity %s, item vectors %s", day, cfg.diversity, source)
     params = params_of(cfg, RerankParams)
-    recs = recommendations(ranked, lake.read("items"), vectors, params, day)
+    items = lake.read("items")
+    if cfg.variant_by:
+        recs = variant_lists(ranked, items, vectors, params, day, lake, cfg)
+    else:
+        recs = recommendations(ranked, items, vectors, params, day)
     meta = {
         "recsys.job": "rerank",
         "recsys.date": str(day),
         "recsys.diversity": cfg.diversity,
         "recsys.item_vectors": source,
+        "recsys.variant_by": cfg.variant_by or "",
     }
     written = lake.overwrite_dates(RECOMMENDATIONS_TABLE, recs, [day], metadata=meta)
     now = lake.read(RECOMMENDATIONS_TABLE).filter(F.col("dt") == F.lit(day))
