@@ -90,6 +90,13 @@ def parse_fusion(text: str, flag: str = "--fusion", allow_empty: bool = False) -
     return weights
 
 
+def _check_tasks(weights: dict[str, float], have) -> None:
+    """A UsageError naming the `--fusion` tasks the ranker has no head for."""
+    missing = sorted(set(weights) - set(have))
+    if missing:
+        raise UsageError(f"--fusion names tasks {missing} the ranker has not: it has {sorted(have)}")
+
+
 def fused_score(task_columns: dict[str, Column], weights: dict[str, float], method: str) -> Column:
     """The fused score of per-task probability columns.
 
@@ -107,9 +114,7 @@ def fused_score(task_columns: dict[str, Column], weights: dict[str, float], meth
     Column
         double.
     """
-    missing = sorted(set(weights) - set(task_columns))
-    if missing:
-        raise UsageError(f"--fusion names tasks {missing} the ranker has not: it has {sorted(task_columns)}")
+    _check_tasks(weights, task_columns)
     if method == "sum":
         terms = [task_columns[t].cast("double") * F.lit(float(w)) for t, w in weights.items()]
         return reduce(lambda a, b: a + b, terms)
@@ -183,9 +188,7 @@ def rank_fusion_score(
     Column
         double.
     """
-    missing = sorted(set(task_weights) - set(task_ranks))
-    if missing:
-        raise UsageError(f"--fusion names tasks {missing} the ranker has not: it has {sorted(task_ranks)}")
+    _check_tasks(task_weights, task_ranks)
     score = reciprocal_rank_score(channel_ranks, rrf_k, channel_weights)
     for task, weight in task_weights.items():
         score = score + F.lit(float(weight)) / (F.lit(float(rrf_k)) + task_ranks[task].cast("double"))
