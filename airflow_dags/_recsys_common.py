@@ -90,6 +90,9 @@ TIMEOUTS = {
     "train": dt.timedelta(hours=3),
     "recommend": dt.timedelta(hours=2),
     "evaluate": dt.timedelta(hours=1),
+    "profiles": dt.timedelta(hours=1),
+    "buckets": dt.timedelta(minutes=30),
+    "business-metrics": dt.timedelta(hours=1),
     "publish": dt.timedelta(minutes=15),
     "stream": dt.timedelta(minutes=30),
     "maintain": dt.timedelta(hours=1),
@@ -197,7 +200,12 @@ def publish_arguments(params: dict[str, Any]) -> str:
     )
 
 
-TEMPLATE_MACROS = {"publish_arguments": publish_arguments}
+def optional_flag(flag: str, value: Any) -> str:
+    """`flag value` shell-quoted (a JSON spec stays one argument), or nothing when the param is null."""
+    return "" if value is None or value == "" else f"{flag} {shlex.quote(str(value))}"
+
+
+TEMPLATE_MACROS = {"publish_arguments": publish_arguments, "optional_flag": optional_flag}
 
 
 def common_params() -> dict[str, Param]:
@@ -254,7 +262,11 @@ def stage_arguments(stage: Any, date: str = "--date {{ ds }}") -> str:
     option forwarded from its run-daily param (`--top-k {{ params.top_k }}`), as run-daily passes them."""
     flags = [date, *(f"--{k.replace('_', '-')} {v}" for k, v in stage.args)]
     for option, param in JOB_PARAMS["routes"][stage.job].items():
-        flags.append(f"--{option.replace('_', '-')} {{{{ params.{param} }}}}")
+        flag = f"--{option.replace('_', '-')}"
+        if "null" in JOB_PARAMS["params"][param]["type"]:  # None = the job's default: no flag at all
+            flags.append(f"{{{{ optional_flag('{flag}', params.{param}) }}}}")
+        else:
+            flags.append(f"{flag} {{{{ params.{param} }}}}")
     return " ".join(flags)
 
 

@@ -1,8 +1,9 @@
 """`recsys_daily_full`: the daily full run of recsys-spark, one task per job (docs/airflow.md).
 
 validate inputs -> stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
--> embeddings -> samples -> train (two_tower, ranker) -> evaluate -> validate outputs -> publish
--> maintain (compact small files, vacuum past the retention, remove killed jobs' leftovers)
+-> embeddings -> samples -> train (two_tower, ranker) -> recommend -> evaluate -> business_metrics
+-> validate outputs -> publish -> maintain; profiles (after stats, before samples) and buckets (after
+stats, before recommend) run beside the chain (compact small files, vacuum past the retention, remove killed jobs' leftovers)
 
 Each job task validates every table it writes before its Delta commit (`--gate`, the `gate` param, on
 by default): a table that fails a critical expectation stays at its previous version and the task
@@ -111,6 +112,8 @@ with DAG(
         return task_group
 
     stats = stage_task("stats")
+    profiles = stage_task("profiles")
+    buckets = stage_task("buckets")
     similarity = stage_group("similarity", "ItemCF, Swing and UserCF in parallel")
     graph = stage_task("graph")
     stage_group("walks", "DeepWalk and Node2vec walks")
@@ -121,6 +124,7 @@ with DAG(
     # The lists of the day (recall -> rank -> rerank), from the models the train group just published.
     recommend = stage_task("recommend")
     evaluate = stage_task("evaluate")
+    business_metrics = stage_task("business_metrics")
 
     validate_outputs = validation_group(
         "validate_outputs", "validate_outputs", "Suites of every table the day wrote, one task per table"
@@ -145,4 +149,7 @@ with DAG(
     chain(validate_inputs, stats, similarity, graph)
     for method in WALK_METHODS:
         graph >> dag.get_task(f"walks.{method}") >> dag.get_task(f"embeddings.{method}") >> samples
-    chain(samples, train, recommend, evaluate, validate_outputs, publish, *upkeep)
+    chain(samples, train, recommend, evaluate, business_metrics, validate_outputs, publish, *upkeep)
+    # Profiles feed the ranker features of the samples and the profile channel; buckets the A/B lists.
+    stats >> profiles >> samples
+    stats >> buckets >> recommend

@@ -153,11 +153,8 @@ PER_VERSION = "per_version"  # one partition per model version: recorded by its 
 
 INPUT_TABLES = ("events", "items", "users")  # what ingest/generate write; validated before a day runs
 SIDE_TABLES = ("quarantine", "truth_items", "truth_users", "stream_counters", "stream_cooccurrence")
-# Interest profiles, A/B assignment and business metrics (issue 17): written by their own jobs, not
-# (yet) by a daily stage. A table moves from here to its stage's `writes` when one is added to
-# DAILY_STAGES (TABLES must list every table once).
+# Interest profiles, A/B assignment and business metrics: each written by its own daily stage.
 USER_PROFILES, AB_BUCKETS, BUSINESS_METRICS = "user_profiles", "ab_buckets", "business_metrics"
-EXPERIMENT_TABLES = (USER_PROFILES, AB_BUCKETS, BUSINESS_METRICS)
 
 
 class Stage(NamedTuple):
@@ -183,6 +180,8 @@ DAILY_STAGES: tuple[Stage, ...] = (
     Stage(
         "stats", "stats", (), (("daily_counts", DATED), ("user_stats", DATED), ("item_stats", DATED)), "stats"
     ),
+    # Interest profiles of D: the profile recall channel of D and the ranker features of D + 1 read them.
+    Stage("profiles", "profiles", (), ((USER_PROFILES, DATED),), "profiles"),
     *(
         Stage(f"similarity.{a}", "similarity", (("algo", a),), ((SIMILARITY_TABLES[a], WHOLE),), a)
         for a in SIMILARITY_ALGOS
@@ -205,6 +204,8 @@ DAILY_STAGES: tuple[Stage, ...] = (
         "two_tower",
     ),
     Stage("train.ranker", "train", (("model", "ranker"), ("mode", "full")), (), "ranker"),
+    # The A/B assignment the lists of D are served under (rerank/evaluate --variant-by read it).
+    Stage("buckets", "buckets", (), ((AB_BUCKETS, WHOLE),), "buckets"),
     # The lists of D (served on D+1) from D's tables and the models published by the end of D.
     Stage(
         "recommend",
@@ -214,6 +215,8 @@ DAILY_STAGES: tuple[Stage, ...] = (
         "recommend",
     ),
     Stage("evaluate", "evaluate", (), (), "evaluate"),
+    # DAU, clicks, engaged time, coverage of D, and the retention / LT7 of the week before as it fills in.
+    Stage("business_metrics", "business-metrics", (), ((BUSINESS_METRICS, DATED),), "business_metrics"),
 )
 STAGE_NAMES = tuple(s.name for s in DAILY_STAGES)
 # Daily DAG tasks after publish that are no run-daily stage: lake upkeep (docs/lake.md), task id = job.
@@ -234,7 +237,7 @@ PUBLISHED_TABLES = tuple(OUTPUT_KINDS)
 VALIDATE_INPUTS = INPUT_TABLES
 VALIDATE_OUTPUTS = PUBLISHED_TABLES
 # Every table of the lake: each has a schema in schemas/tables/ and a suite in schemas/expectations/.
-TABLES = (*INPUT_TABLES, *PUBLISHED_TABLES, *SIDE_TABLES, *EXPERIMENT_TABLES)
+TABLES = (*INPUT_TABLES, *PUBLISHED_TABLES, *SIDE_TABLES)
 
 
 def stage_named(name: str) -> Stage:

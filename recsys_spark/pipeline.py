@@ -12,6 +12,7 @@ import importlib
 import json
 import logging
 import time
+import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,8 +20,10 @@ from dataclasses import dataclass
 from recsys_spark import catalog
 from recsys_spark.config import DatedConfig, GatedConfig, field_default, option, same_as
 from recsys_spark.errors import UsageError
+from recsys_spark.experiments.buckets import BucketsConfig
 from recsys_spark.graph.embed import EmbedConfig
 from recsys_spark.graph.job import WalksConfig
+from recsys_spark.profiles.job import ProfilesConfig
 from recsys_spark.recommend.job import RecommendConfig
 from recsys_spark.similarity.job import SimilarityConfig
 from recsys_spark.train.job import TrainConfig
@@ -30,10 +33,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class DailyConfig(GatedConfig):
-    """Runs, in order: stats -> similarity (itemcf, swing, usercf) -> graph -> walks (deepwalk, node2vec)
-    -> embeddings (deepwalk, node2vec) -> samples -> full training (two_tower, ranker) -> recommend
-    (recall -> rank -> rerank: the lists of --date, served the day after) -> evaluate (--date against
-    what was built before it: the previous day's tables, models and lists)."""
+    """Runs, in order: stats -> profiles -> similarity (itemcf, swing, usercf) -> graph -> walks
+    (deepwalk, node2vec) -> embeddings (deepwalk, node2vec) -> samples -> full training (two_tower,
+    ranker) -> buckets (A/B assignment) -> recommend (recall -> rank -> rerank: the lists of --date,
+    served the day after) -> evaluate (--date against what was built before it: the previous day's
+    tables, models and lists) -> business_metrics (DAU, retention, LT7 per A/B variant)."""
 
     skip: list[str] = option(
         [],
@@ -68,6 +72,12 @@ class DailyConfig(GatedConfig):
     train_learning_rate: float = same_as("train", TrainConfig, "learning_rate")
     k: int = same_as("recommend", RecommendConfig, "k")
     diversity: str = same_as("recommend", RecommendConfig, "diversity")
+    half_life_days: float = same_as("profiles", ProfilesConfig, "half_life_days")
+    # The A/B layer whose variants rerank serves and evaluate reads out (none by default), and the
+    # layers the buckets stage assigns (rerank and evaluate read the same spec).
+    variant_by: str | None = same_as("recommend", RecommendConfig, "variant_by")
+    experiments: str | None = same_as("buckets", BucketsConfig, "experiments")
+    buckets: int = same_as("buckets", BucketsConfig, "buckets")
 
 
 @dataclass(frozen=True)
@@ -180,9 +190,14 @@ def dag_params() -> dict:
     for f in dataclasses.fields(DailyConfig):
         if "forwards" not in f.metadata:
             continue
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        nullable = isinstance(hint, types.UnionType) and len(args) == 1
+        json_type = _JSON_TYPES[typing.get_origin(args[0]) or args[0]] if nullable else None
         spec = {
             "default": field_default(f),
-            "type": _JSON_TYPES[typing.get_origin(hints[f.name]) or hints[f.name]],
+            # An optional option (None = not given) is a nullable param; its flag is left out when null.
+            "type": ["null", json_type] if nullable else _JSON_TYPES[typing.get_origin(hint) or hint],
             "description": f.metadata["help"],
         }
         for key, name in (

@@ -60,12 +60,15 @@ DAY1 = {"validate_inputs": []}
 SKIP_HEAVY = [
     "validate_inputs",
     "stats",
+    "profiles",
     "similarity",
     "graph",
     "walks",
     "embeddings",
+    "buckets",
     "recommend",
     "evaluate",
+    "business_metrics",
     "validate_outputs",
 ]
 
@@ -279,7 +282,8 @@ def test_daily_dag_tasks_and_dependencies(described):
     # Validation: a task listing the tables of the param, then one mapped `validate` per table.
     assert down("validate_inputs.tables") == {"validate_inputs.validate"}
     assert down("validate_inputs.validate") == {"stats"}
-    assert down("stats") == {"similarity.itemcf", "similarity.swing", "similarity.usercf"}
+    assert down("stats") == {"similarity.itemcf", "similarity.swing", "similarity.usercf", "profiles", "buckets"}
+    assert down("profiles") == {"samples"} and down("buckets") == {"recommend"}
     for algo in catalog.SIMILARITY_ALGOS:
         assert down(f"similarity.{algo}") == {"graph"}
     assert down("graph") == {"walks.deepwalk", "walks.node2vec"}
@@ -289,7 +293,8 @@ def test_daily_dag_tasks_and_dependencies(described):
     assert down("samples") == {"train.two_tower", "train.ranker"}
     assert down("train.two_tower") == down("train.ranker") == {"recommend"}
     assert down("recommend") == {"evaluate"}
-    assert down("evaluate") == {"validate_outputs.tables"}
+    assert down("evaluate") == {"business_metrics"}
+    assert down("business_metrics") == {"validate_outputs.tables"}
     assert down("validate_outputs.tables") == {"validate_outputs.validate"}
     assert down("validate_outputs.validate") == {"publish"}
     assert down("publish") == {"maintain"}

@@ -46,6 +46,7 @@ MODULES: dict[str, tuple[str, ...]] = {
     "recsys_spark.recommend.rank": ("Cormack", "Reciprocal rank fusion"),
     "recsys_spark.recommend.fusion_weights": ("Cormack", "Järvelin"),
     "recsys_spark.candidates.exclusions": (),
+    "recsys_spark.candidates.cohorts": ("Lam", "cold-start"),
     "recsys_spark.recommend.diversity": ("Carbonell", "MMR", "Chen", "Fast Greedy MAP Inference"),
     "recsys_spark.recommend.rules": (),
     "recsys_spark.recommend.rerank": (),

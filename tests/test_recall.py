@@ -18,12 +18,13 @@ import pytest
 from pyspark.sql import functions as F
 
 from recsys_spark import cli
+from recsys_spark.candidates.cohorts import cohort_candidates, cohort_click_counts, user_cohorts
 from recsys_spark.candidates.lists import vector_candidates
 from recsys_spark.errors import UsageError
 from recsys_spark.recommend import ann
 from recsys_spark.recommend.bloom import bloom_size, build_bloom_filters, might_contain
 from recsys_spark.recommend.filters import drop_exposed, exposure_blooms, over_exposed
-from recsys_spark.recommend.recall import merge_channels, parse_quotas
+from recsys_spark.recommend.recall import merge_channels, new_users, parse_quotas, session_neighbours
 
 
 # -- merge, dedup, quotas ---------------------------------------------------------------------------
@@ -227,6 +228,15 @@ def tiny_lake(spark, tmp_path_factory):
     lake.overwrite_partitions(
         "item_embeddings", vectors, "method", ["deepwalk"], metadata={"date": str(day), "method": "deepwalk"}
     )
+    # What `stream` keeps for D: session co-occurrence counts, the session channel's neighbours.
+    pairs = [(i, str(j), int(n), day) for i in items for j, n in zip(rng.choice(items, 3), rng.integers(1, 5, 3)) if i != j]
+    lake.overwrite_dates(
+        "stream_cooccurrence",
+        spark.createDataFrame(pairs, "item_id string, other_item_id string, count long, dt date").withColumn(
+            "updated_at", F.current_timestamp()
+        ),
+        [day],
+    )
     return lake, day
 
 
@@ -239,7 +249,11 @@ def test_recall_job_end_to_end(spark, tiny_lake, caplog):
     events = lake.read("events").filter(F.col("dt") <= F.lit(day)).toPandas()
     first = day - dt.timedelta(days=29)
     active = set(events[events["dt"] >= first]["user_id"])
-    assert set(out["user_id"]) <= active
+    users = lake.read("users").toPandas()
+    end = pd.Timestamp(day + dt.timedelta(days=1))
+    signed_up = users[(users["signup_ts"] >= end - pd.Timedelta(days=7)) & (users["signup_ts"] < end)]
+    never_seen = set(signed_up["user_id"]) - set(events["user_id"])
+    assert set(out["user_id"]) <= active | never_seen
     # Seen: never an item with r > 0 up to D.
     positive = events[events["event"] != "impression"]
     seen = set(zip(positive["user_id"], positive["item_id"]))
@@ -249,7 +263,7 @@ def test_recall_job_end_to_end(spark, tiny_lake, caplog):
     shown = Counter(zip(window["user_id"], window["item_id"]))
     assert not {p for p, n in shown.items() if n >= 3} & set(zip(out["user_id"], out["item_id"]))
     # Channels: sorted, maps keyed by them; each channel within its quota and ranks 1..n.
-    quotas = {"itemcf": 7, "popularity": 5, "deepwalk": 5, "profile": 5}
+    quotas = {"itemcf": 7, "popularity": 5, "deepwalk": 5, "profile": 5, "cohort": 5, "session": 5}
     per = Counter()
     for chs, scores, ranks, user in zip(
         out["channels"], out["channel_scores"], out["channel_ranks"], out["user_id"]
@@ -260,6 +274,8 @@ def test_recall_job_end_to_end(spark, tiny_lake, caplog):
             per[(user, c)] += 1
             assert 1 <= dict(ranks)[c] <= quotas[c]
     assert {c for _, c in per} == set(quotas)  # usercf, swing, node2vec, two_tower: no artefact, skipped
+    # User cold start: a user who signed up but was never seen still gets their cohort's list.
+    assert all((u, "cohort") in per for u in never_seen if users.set_index("user_id").at[u, "region"])
     assert all(n <= quotas[c] for (_, c), n in per.items())
     # Popularity from its definition: clicks of the 7 days ending at D, seen items removed before the
     # cut at 5 (so the quota is filled), then the over-exposed ones dropped; a Bloom false positive
@@ -287,3 +303,69 @@ def test_recall_job_end_to_end(spark, tiny_lake, caplog):
     # Re-running the day replaces it.
     assert cli.main(args, spark=spark) == 0
     assert lake.read("recall_candidates", dates=[day]).count() == len(out)
+
+
+# -- user cold start: new users, cohort popularity, session neighbours ---------------------------
+def test_new_users_and_cohort_popularity_match_their_definitions(spark):
+    rng = random.Random(11)
+    day = dt.date(2026, 3, 10)
+    regions, ages = ["north", "south", None], ["18-24", "25-34"]
+    users = [
+        (f"u{n}", rng.choice(regions), rng.choice(ages), dt.datetime(2026, 3, rng.randint(1, 12), 6))
+        for n in range(40)
+    ]
+    items = [f"i{n}" for n in range(15)]
+    events = [
+        (u, rng.choice(items), rng.choice(["click", "click", "impression"]), day - dt.timedelta(days=rng.randint(0, 12)))
+        for u, *_ in rng.sample(users, 30)
+        for _ in range(rng.randint(1, 6))
+    ]
+    ev = spark.createDataFrame(events, "user_id string, item_id string, event string, dt date")
+    us = spark.createDataFrame(users, "user_id string, region string, age_bucket string, signup_ts timestamp")
+    exclude = [(u, i) for u, i, e, d in events if e == "click" and d <= day][:10]
+    k, days, new_days = 3, 5, 4
+
+    # new: first event in the 4 days ending at D, or signed up then (by the end of D) and never seen.
+    first_event = {}
+    for u, _, _, d in events:
+        if d <= day:
+            first_event[u] = min(first_event.get(u, d), d)
+    lo = day - dt.timedelta(days=new_days - 1)
+    want_new = {u for u, d in first_event.items() if d >= lo} | {
+        u for u, _, _, ts in users if u not in first_event and lo <= ts.date() <= day
+    }
+    got_new = {r.user_id for r in new_users(ev, us, day, new_days).collect()}
+    assert got_new == want_new and want_new
+
+    cohort = {u: (f"{r}|{a}" if r is not None else None) for u, r, a, _ in users}
+    counts: Counter = Counter()
+    for u, i, e, d in events:
+        if e == "click" and day - dt.timedelta(days=days - 1) <= d <= day and cohort[u]:
+            counts[(cohort[u], i)] += 1
+    excluded = set(exclude)
+    want = {}
+    for u in cohort:
+        if cohort[u] is None:
+            continue
+        top = sorted(((-n, i) for (c, i), n in counts.items() if c == cohort[u]))[: 2 * k]
+        kept = [(i, -n) for n, i in top if (u, i) not in excluded][:k]
+        if kept:
+            want[u] = kept
+    cohorts = user_cohorts(us)
+    got_rows = cohort_candidates(
+        cohorts,
+        cohort_click_counts(ev, cohorts, day, days),
+        k,
+        exclude=spark.createDataFrame(exclude, "user_id string, item_id string"),
+    ).collect()
+    got = defaultdict(list)
+    for r in sorted(got_rows, key=lambda r: (r.user_id, r.rank)):
+        got[r.user_id].append((r.item_id, r.score))
+    assert dict(got) == want
+
+
+def test_session_neighbours_sum_the_stream_days(spark):
+    rows = [("a", "b", 2, dt.date(2026, 3, 1)), ("a", "b", 3, dt.date(2026, 3, 2)), ("b", "a", 5, dt.date(2026, 3, 2))]
+    frame = spark.createDataFrame(rows, "item_id string, other_item_id string, count long, dt date")
+    got = {(r.item_id, r.sim_item_id): r.score for r in session_neighbours(frame).collect()}
+    assert got == {("a", "b"): 5.0, ("b", "a"): 5.0}

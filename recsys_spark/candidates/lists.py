@@ -8,6 +8,8 @@ what each user actually engaged with on the day.
 - `item_to_item_candidates` (ItemCF, Swing): score(u, j) = Σ_{i ∈ history(u)} weight(u, i) · sim(i, j).
 - `user_to_user_candidates` (UserCF): score(u, j) = Σ_v sim(u, v) · weight(v, j).
 - `popularity_candidates`: the same global top-K for everyone (the baseline every channel must beat).
+- `cohorts.cohort_candidates` (cohort): the top-K of the user's cohort (region × age bucket), so a user
+  with no history at all (user cold start) still gets a list shaped by people like them.
 - `vector_candidates` (two-tower, graph embeddings): exact brute-force top-K by dot product.
 - `profile_candidates` (profile): score(u, j) = Σ_{(kind, key) ∈ keys(j)} weight_u(kind, key), the
   user's interest profile (`user_profiles`: category, author, tag shares) matched against the item's
@@ -41,7 +43,7 @@ CANDIDATE_COLUMNS = ("user_id", "item_id", "score", "rank")
 VECTOR_BLOCK_BYTES = 64 * 1024 * 1024
 
 
-def _check_k(k: int) -> int:
+def check_k(k: int) -> int:
     if int(k) < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     return int(k)
@@ -52,7 +54,7 @@ def _ordered_sum(col: Column) -> Column:
     return F.aggregate(F.array_sort(F.collect_list(col)), F.lit(0.0).cast("double"), lambda acc, x: acc + x)
 
 
-def _rank_top_k(scored: DataFrame, k: int, exclude: DataFrame | None = None) -> DataFrame:
+def rank_top_k(scored: DataFrame, k: int, exclude: DataFrame | None = None) -> DataFrame:
     """Drop `exclude`d pairs, keep positive scores, rank per user (score desc, item_id asc), keep 1..k."""
     if exclude is not None:
         scored = scored.join(exclude.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti")
@@ -80,7 +82,7 @@ def item_to_item_candidates(
     neighbours, gets no rows.
     Returns `(user_id, item_id, score double, rank int)`.
     """
-    k = _check_k(k)
+    k = check_k(k)
     neighbours = sim.select(
         F.col("item_id").alias("src_item"), F.col("sim_item_id").alias("item_id"), F.col("score").alias("sim")
     )
@@ -90,7 +92,7 @@ def item_to_item_candidates(
     scored = products.groupBy("user_id", "item_id").agg(
         _ordered_sum(F.col("weight").cast("double") * F.col("sim").cast("double")).alias("score")
     )
-    return _rank_top_k(scored, k, exclude)
+    return rank_top_k(scored, k, exclude)
 
 
 def user_to_user_candidates(
@@ -111,7 +113,7 @@ def user_to_user_candidates(
     unless `exclude (user_id, item_id)` names them (removed before the cut).
     Returns `(user_id, item_id, score double, rank int)`.
     """
-    k = _check_k(k)
+    k = check_k(k)
     users = history.select("user_id").distinct()
     neighbours = usercf_sim.join(users, "user_id", "left_semi").select(
         "user_id", F.col("sim_user_id").alias("neighbour"), F.col("score").alias("sim")
@@ -122,7 +124,7 @@ def user_to_user_candidates(
         .groupBy("user_id", "item_id")
         .agg(_ordered_sum(F.col("sim").cast("double") * F.col("weight").cast("double")).alias("score"))
     )
-    return _rank_top_k(scored, k, exclude)
+    return rank_top_k(scored, k, exclude)
 
 
 def _top_items(item_counts: DataFrame, n: int) -> DataFrame:
@@ -161,7 +163,7 @@ def popularity_candidates(
     n ≤ k + the largest exclusion set, and ranks are renumbered 1..k per user.
     Returns `(user_id, item_id, score double, rank int)`.
     """
-    k = _check_k(k)
+    k = check_k(k)
     users = users.select("user_id").distinct()
     if exclude is None:
         ranked = _top_items(item_counts, k)
@@ -242,7 +244,7 @@ def profile_candidates(
     DataFrame
         `(user_id, item_id, score double, rank int)`, score = Σ over matched keys of the weights.
     """
-    k = _check_k(k)
+    k = check_k(k)
     newest = Window.partitionBy("kind", "key").orderBy(F.col("created_ts").desc_nulls_last(), "item_id")
     offered = keys.withColumn("_n", F.row_number().over(newest)).filter(F.col("_n") <= int(per_key))
     scored = (
@@ -251,7 +253,7 @@ def profile_candidates(
         .groupBy("user_id", "item_id")
         .agg(_ordered_sum(F.col("weight")).alias("score"))
     )
-    return _rank_top_k(scored, k, exclude)
+    return rank_top_k(scored, k, exclude)
 
 
 def vector_candidates(
@@ -277,7 +279,7 @@ def vector_candidates(
     `chunk` keeps one score block within `VECTOR_BLOCK_BYTES` (64 MiB), i.e. ~200 MiB of working set.
     Returns a pandas DataFrame `(user_id, item_id, score float64, rank int32)`, by user then rank.
     """
-    k = _check_k(k)
+    k = check_k(k)
     users_m = np.asarray(user_matrix, dtype=np.float64)
     items_m = np.asarray(item_matrix, dtype=np.float64)
     if users_m.ndim != 2 or items_m.ndim != 2 or users_m.shape[1] != items_m.shape[1]:

@@ -24,7 +24,17 @@ from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import last_n_clicks
 
 # The recall channels, in the order they run (and are documented); names as in evaluation's report.
-CHANNELS = ("itemcf", "swing", "usercf", *WALK_METHODS, "two_tower", "profile", "popularity")
+CHANNELS = (
+    "itemcf",
+    "swing",
+    "usercf",
+    *WALK_METHODS,
+    "two_tower",
+    "session",
+    "profile",
+    "cohort",
+    "popularity",
+)
 ITEM_TO_ITEM = ("itemcf", "swing")
 VECTOR_CHANNELS = (*WALK_METHODS, "two_tower")
 MERGED_COLUMNS = ("user_id", "item_id", "channels", "channel_scores", "channel_ranks")
@@ -87,6 +97,67 @@ def active_users(events: DataFrame, day: dt.date, active_days: int) -> DataFrame
     first = day - dt.timedelta(days=active_days - 1)
     window = (F.col("dt") >= F.lit(first)) & (F.col("dt") <= F.lit(day))
     return events.filter(window).select("user_id").distinct()
+
+
+def new_users(events: DataFrame, users: DataFrame | None, day: dt.date, new_user_days: int) -> DataFrame:
+    """`(user_id)`: the users new in the `new_user_days` ending at `day` (user cold start).
+
+    A user is new when their first event (any, impressions included) falls in the window, or, for a
+    user of the `users` table with no event up to `day` at all, when their `signup_ts` does (signed up,
+    never seen: recall lists them although they are not active).
+
+    Parameters
+    ----------
+    events : DataFrame
+        The `events` table (rows after `day` are ignored).
+    users : DataFrame or None
+        The `users` table (`user_id`, `signup_ts`), or None when the lake has none.
+    day : datetime.date
+        Last day of the window (inclusive).
+    new_user_days : int
+        Window length, >= 1.
+
+    Returns
+    -------
+    DataFrame
+        Distinct `user_id`, shape (users, 1).
+    """
+    if new_user_days < 1:
+        raise UsageError(f"--new-user-days must be >= 1, got {new_user_days}")
+    first = day - dt.timedelta(days=new_user_days - 1)
+    known = events.filter(F.col("dt") <= F.lit(day)).groupBy("user_id").agg(F.min("dt").alias("_first"))
+    fresh = known.filter(F.col("_first") >= F.lit(first)).select("user_id")
+    if users is None:
+        return fresh
+    start = dt.datetime.combine(first, dt.time(), dt.timezone.utc)
+    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    signed_up = users.filter(
+        (F.col("signup_ts") >= F.lit(start)) & (F.col("signup_ts") < F.lit(end))
+    ).select("user_id")
+    never_seen = signed_up.join(known, "user_id", "left_anti")
+    return fresh.unionByName(never_seen).distinct()
+
+
+def session_neighbours(cooccurrence: DataFrame) -> DataFrame:
+    """`(item_id, sim_item_id, score)`: `stream_cooccurrence` rows summed over their days.
+
+    The stream's co-occurrence counts (consecutive positive interactions in one session, both orders)
+    as an item-to-item table, so a new user's first-session items recall their neighbours the same
+    day, before the nightly ItemCF/Swing tables hold them.
+
+    Parameters
+    ----------
+    cooccurrence : DataFrame
+        `stream_cooccurrence` rows (`item_id`, `other_item_id`, `count`) of the days wanted.
+
+    Returns
+    -------
+    DataFrame
+        `(item_id, sim_item_id, score double)`, one row per ordered pair.
+    """
+    return cooccurrence.groupBy("item_id", F.col("other_item_id").alias("sim_item_id")).agg(
+        F.sum("count").cast("double").alias("score")
+    )
 
 
 def recent_history(

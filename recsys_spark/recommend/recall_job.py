@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_spark.candidates import lists as builders
+from recsys_spark.candidates.cohorts import cohort_candidates, cohort_click_counts, user_cohorts
 from recsys_spark.candidates.exclusions import ExposureParams
 from recsys_spark.catalog import SIMILARITY_TABLES, WALK_METHODS
 from recsys_spark.config import GatedConfig, option, params_of
@@ -35,8 +36,10 @@ from recsys_spark.recommend.recall import (
     click_counts,
     history_vectors,
     merge_channels,
+    new_users,
     parse_quotas,
     recent_history,
+    session_neighbours,
     with_seen,
 )
 from recsys_spark.samples.recall import hash_uniform
@@ -73,6 +76,12 @@ class RecallConfig(ExposureParams, ann.AnnParams, GatedConfig):
     exclude_seen: bool = option(True, "Never recall an item the user engaged with (r > 0) up to --date.")
     bloom_fpr: float = option(
         0.01, "Target false-positive rate of each user's exposure Bloom filter.", exclusive_minimum=0
+    )
+    new_user_days: int = option(
+        7,
+        "A user whose first event (or, never seen, signup) is in this many days ending at --date is new: "
+        "signed-up users without events get lists too, and the session channel serves the new ones.",
+        minimum=1,
     )
     profile_per_key: int = option(
         50, "profile channel: the newest items each category, author or tag offers.", minimum=1
@@ -114,7 +123,13 @@ class _Run:
         self.day = cfg.date
         self.after = self.day + dt.timedelta(days=1)
         self.events = lake.read("events").filter(F.col("dt") <= F.lit(self.day))
-        self.users = active_users(self.events, self.day, cfg.active_days).cache()
+        self.user_table = lake.read("users") if lake.exists("users") else None
+        # Active users, and users who signed up but were never seen (user cold start: the cohort and
+        # popularity channels still list them).
+        self.new_users = new_users(self.events, self.user_table, self.day, cfg.new_user_days).cache()
+        self.users = (
+            active_users(self.events, self.day, cfg.active_days).unionByName(self.new_users).distinct().cache()
+        )
         self.seen = seen_pairs(self.events, self.day, self.users).cache() if cfg.exclude_seen else None
         self.history = recent_history(
             self.events, self.day, cfg.history_length, cfg.history_days, self.users
@@ -141,6 +156,30 @@ class _Run:
     def popularity(self) -> DataFrame:
         counts = click_counts(self.events, self.day, self.cfg.popularity_days)
         return builders.popularity_candidates(self.users, counts, self.quotas["popularity"], self.seen)
+
+    def cohort(self) -> DataFrame | None:
+        """Popularity within the user's region and age bucket (the users table's profile columns)."""
+        if self.user_table is None:
+            return None
+        cohorts = user_cohorts(self.user_table)
+        counts = cohort_click_counts(self.events, cohorts, self.day, self.cfg.popularity_days)
+        users = self.users.join(cohorts, "user_id")
+        return cohort_candidates(users, counts, self.quotas["cohort"], self.seen)
+
+    def session(self) -> DataFrame | None:
+        """New users' clicked items -> their `stream_cooccurrence` neighbours of the last new-user days."""
+        if not self.lake.exists("stream_cooccurrence"):
+            return None
+        first = self.day - dt.timedelta(days=self.cfg.new_user_days - 1)
+        rows = self.lake.read("stream_cooccurrence").filter(
+            (F.col("dt") >= F.lit(first)) & (F.col("dt") <= F.lit(self.day))
+        )
+        if not rows.limit(1).count():
+            return None
+        seeds = self.history.join(self.new_users, "user_id", "left_semi")
+        return builders.item_to_item_candidates(
+            seeds, session_neighbours(rows), self.quotas["session"], self.seen
+        )
 
     def profile(self) -> DataFrame | None:
         """Profile matches: `user_profiles` of D if written, else computed here with its defaults."""
@@ -224,6 +263,10 @@ class _Run:
             return self.two_tower()
         if name == "profile":
             return self.profile()
+        if name == "cohort":
+            return self.cohort()
+        if name == "session":
+            return self.session()
         return self.popularity()
 
 

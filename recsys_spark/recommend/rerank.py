@@ -44,6 +44,8 @@ CHANNEL_PHRASES = {
     "deepwalk": "often viewed next to your items",
     "node2vec": "often viewed next to your items",
     "popularity": "popular right now",
+    "cohort": "popular with people like you",
+    "session": "viewed with what you just looked at",
     "profile": "new in a category, author or tag you like",
     "als": "matches your taste profile",
 }
