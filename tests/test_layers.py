@@ -21,9 +21,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("config", "session"),  # typed job configs; building a Spark session
     ("lake",),  # Delta tables, their contracts, file helpers
     ("events", "distributed"),  # event types and interest weights r_ui; launching ranks (Horovod/Gloo)
-    ("quality", "stats"),  # services the stages use: gates before a commit; per-day counters
-    # one stage each; channel lists; interest profiles; A/B buckets and business metrics
-    ("ingest", "generate", "similarity", "graph", "samples", "candidates", "profiles", "experiments"),
+    # services the stages use: gates before a commit; per-day counters; interest profiles (the profile
+    # recall channel and the ranker's profile-match features in samples both read them)
+    ("quality", "stats", "profiles"),
+    # one stage each; channel lists; A/B buckets and business metrics
+    ("ingest", "generate", "similarity", "graph", "samples", "candidates", "experiments"),
     ("train",),  # the models, their training and the model registry
     ("evaluate", "streaming", "recommend"),  # read trained models and stage outputs
     ("pipeline", "publish"),  # the daily run and what it publishes

@@ -199,7 +199,7 @@ def publish_tiny_ranker(lake: Lake, day: dt.date, seed: int) -> str:
     import pyarrow.parquet as pq
     import torch
 
-    from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE
+    from recsys_spark.samples.features import ITEM_DENSE, PAIR_DENSE, USER_DENSE
     from recsys_spark.train.checkpoint import save_checkpoint
     from recsys_spark.train.features import FeatureSizes
     from recsys_spark.train.ranker import Ranker
@@ -225,7 +225,7 @@ def publish_tiny_ranker(lake: Lake, day: dt.date, seed: int) -> str:
     n = {field: len(values) + 1 for field, values in ids.items()}
     sizes = FeatureSizes(
         n["user"], n["item"], n["category"], n["author"], n["gender"], n["age"], n["region"],
-        len(USER_DENSE), len(ITEM_DENSE), 5,
+        len(USER_DENSE), len(ITEM_DENSE), 5, len(PAIR_DENSE),
     )  # fmt: skip
     torch.manual_seed(seed)
     model = Ranker(sizes, emb_dim=4, attn_hidden=(4,), deep=(8,), experts=2, expert_hidden=(4,),
@@ -260,7 +260,7 @@ def driver_scores(spark, lake: Lake, version: str) -> dict[tuple[str, str], dict
     import torch
 
     from recsys_spark.lake.commit import read_bytes
-    from recsys_spark.samples.job import day_features, with_features
+    from recsys_spark.samples.job import day_features, pair_features, with_features
     from recsys_spark.train.checkpoint import load_checkpoint
     from recsys_spark.train.data import RANK_TASKS, encode_samples, item_table
     from recsys_spark.train.loop import set_item_features
@@ -275,17 +275,18 @@ def driver_scores(spark, lake: Lake, version: str) -> dict[tuple[str, str], dict
     item_table(items, vocabs).write.mode("overwrite").parquet(items_url)
     set_item_features(model, items_url)
     pairs = lake.read("recall_candidates").filter(F.col("dt") == F.lit(D)).select("user_id", "item_id")
-    rows = with_features(pairs, users, items, hist, NEXT).select(
+    rows = with_features(pairs, users, items, hist, NEXT, pair_features(lake, NEXT, pairs)).select(
         "*", *[F.lit(0).alias(f"label_{t}") for t in RANK_TASKS]
     )
     frame = encode_samples(rows, vocabs, "ranker", model.sizes.hist_len, ("user_id", "item_id")).toPandas()
+    assert model.sizes.pair_dense_dim and np.stack(frame["pair_dense"]).any()  # profile matches are fed
     batch = {}
-    for key in ("user_idx", "gender_idx", "age_idx", "region_idx", "user_dense", "hist", "item_idx"):
+    keys = ("user_idx", "gender_idx", "age_idx", "region_idx", "user_dense", "hist", "item_idx", "pair_dense")
+    for key in keys:
         values = frame[key].to_numpy()
         values = np.stack(values) if values.dtype == object else values
-        batch[key] = torch.from_numpy(
-            np.ascontiguousarray(values, dtype=np.float32 if key == "user_dense" else np.int64)
-        )
+        dense = key in ("user_dense", "pair_dense")
+        batch[key] = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32 if dense else np.int64))
     probs = {t: p.double().numpy() for t, p in model.predict(batch).items()}
     return {
         (u, i): {t: float(probs[t][n]) for t in probs}

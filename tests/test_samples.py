@@ -27,8 +27,8 @@ from recsys_spark import cli
 from recsys_spark.events import DEFAULT_WEIGHTS
 from recsys_spark.lake import Lake
 from recsys_spark.lake.tables import EVENT_TYPES, table_schema
-from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE, last_n_clicks
-from recsys_spark.samples.job import SamplesConfig, build_samples
+from recsys_spark.samples.features import ITEM_DENSE, PAIR_DENSE, USER_DENSE, last_n_clicks
+from recsys_spark.samples.job import SamplesConfig, build_samples, pair_features
 from recsys_spark.samples.ranking import TASK_EVENTS
 from recsys_spark.samples.recall import draw_items, easy_negatives, hard_negatives, hash_uniform
 from recsys_spark.stats import daily_counts_for
@@ -455,6 +455,70 @@ def test_no_feature_uses_day_d_or_later(lake_a: Lake, lake_b: Lake, ev_a: list[E
         for item, dense in by_key(rows, "item_id", "item_dense").items():
             assert_dense(dense, ref_item_dense(items, D, item), ITEM_DENSE, f"lake {lake} item {item}")
         assert by_key(rows, "user_id", "hist") == {u: hist.get(u, []) for u in {r.user_id for r in rows}}
+
+
+def test_profile_features_use_no_day_d_or_later(lake_a: Lake, lake_b: Lake) -> None:
+    """`pair_dense` comes from the profiles of D-1 (computed here: neither lake has user_profiles),
+    so the pairs both lakes' rank_samples hold match exactly although D and D+1 differ."""
+    pairs = {}
+    for lake in (lake_a, lake_b):
+        rows = rows_of(lake, "rank_samples", D)
+        pairs[lake.root] = {(r.user_id, r.item_id): list(r.pair_dense) for r in rows}
+        assert all(
+            len(v) == len(PAIR_DENSE) and all(0.0 <= x <= 1.0 + 1e-6 for x in v)
+            for v in pairs[lake.root].values()
+        )
+    fa, fb = pairs[lake_a.root], pairs[lake_b.root]
+    common = set(fa) & set(fb)
+    assert len(common) >= 20
+    assert {k: fa[k] for k in common} == {k: fb[k] for k in common}
+    # Guard: the features are not trivially zero, each of the three is informative somewhere.
+    for k in range(len(PAIR_DENSE)):
+        assert any(fa[p][k] > 0 for p in common) and any(fa[p][k] == 0 for p in fa), PAIR_DENSE[k]
+    unew = [v for (u, _), v in fa.items() if u == "unew"]
+    assert unew and all(v == [0.0] * len(PAIR_DENSE) for v in unew)  # no profile before D
+
+
+def test_pair_features_match_reference_on_a_stored_profile(spark: SparkSession, tmp_path: Path) -> None:
+    """The three profile-match values, recomputed from their definition on a hand-made profile of D-1;
+    the stored partition of D (what a leaky reader would use) must play no part."""
+    lake = Lake(spark, str(tmp_path / "lake"))
+    items = [
+        ("i1", "cat0", "a0", ["t0", "t1", "t1"], None),  # t1 repeated: counts once
+        ("i2", "cat1", "a1", ["t2"], None),
+        ("i3", None, "a0", [], None),  # no category, no tags
+    ]
+    lake.overwrite("items", spark.createDataFrame(items, table_schema("items").spark_schema()))
+    prof = {  # (user, kind, key) -> weight of D-1
+        ("u1", "category", "cat0"): 0.75,
+        ("u1", "category", "cat1"): 0.25,
+        ("u1", "author", "a0"): 1.0,
+        ("u1", "tag", "t0"): 0.5,
+        ("u1", "tag", "t1"): 0.125,
+        ("u1", "tag", "t2"): 0.375,
+        ("u2", "category", "cat1"): 1.0,
+        ("u2", "tag", "t1"): 1.0,
+    }
+    rows = [(u, kind, key, 1.0, w, 1, PREV) for (u, kind, key), w in prof.items()]
+    rows += [(u, kind, key, 1.0, 1.0, 1, D) for u in ("u1", "u2", "u3") for kind, key in [("author", "a1")]]
+    schema = table_schema("user_profiles").spark_schema()
+    lake.overwrite_dates("user_profiles", spark.createDataFrame(rows, schema), [PREV, D])
+    wanted = [(u, i) for u in ("u1", "u2", "u3") for i in ("i1", "i2", "i3", "i9")]  # i9: not in items
+    pairs = spark.createDataFrame(wanted, "user_id string, item_id string")
+    got = {(r.user_id, r.item_id): list(r.pair_dense) for r in pair_features(lake, D, pairs).collect()}
+    catalogue = {i: (c, a, set(t)) for i, c, a, t, _ in items}
+    expected = {}
+    for u, i in wanted:
+        c, a, tags = catalogue.get(i, (None, None, set()))
+        expected[(u, i)] = [
+            prof.get((u, "category", c), 0.0),
+            prof.get((u, "author", a), 0.0),
+            sum(prof.get((u, "tag", t), 0.0) for t in tags),
+        ]
+    assert got.keys() == expected.keys()
+    for pair, values in expected.items():
+        assert_dense(got[pair], values, PAIR_DENSE, str(pair))
+    assert expected[("u1", "i1")] == [0.75, 1.0, 0.625] and expected[("u2", "i2")][1] == 0.0
 
 
 def test_new_ids_get_is_new_and_zeros(lake_a: Lake) -> None:

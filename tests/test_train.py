@@ -90,6 +90,41 @@ def test_ranks_read_every_row_exactly_once_per_epoch(store):
     assert not np.array_equal(np.sort(first[:500]), first[:500])  # rows are shuffled, not in id order
 
 
+def test_a_ranker_saved_before_pair_dense_still_loads_and_scores():
+    """A checkpoint from before the profile-match input (its sizes lack `pair_dense_dim`) loads as width 0
+    and scores today's batches by ignoring their `pair_dense`; a model trained with it reads it and
+    refuses a batch without it, and the width cannot change when a model is grown."""
+    import io
+
+    from recsys_spark.train.checkpoint import load_checkpoint
+    from recsys_spark.train.features import FeatureSizes, random_batch
+    from recsys_spark.train.ranker import Ranker
+
+    old = FeatureSizes(50, 40, 5, 6, 3, 4, 5, 4, 3, 6)
+    model = Ranker(old).eval()
+    sizes = {k: v for k, v in old.to_dict().items() if k != "pair_dense_dim"}
+    buf = io.BytesIO()
+    torch.save({"kind": "ranker", "sizes": sizes, "hyper": model.hyper, "state": model.state_dict()}, buf)
+    buf.seek(0)
+    loaded = load_checkpoint(buf).eval()
+    assert loaded.sizes.pair_dense_dim == 0
+    batch = random_batch(old, 16, torch.Generator().manual_seed(3), tasks=("click", "like"))
+    expected = model.predict(batch)
+    for scored in (loaded.predict(batch), loaded.predict({**batch, "pair_dense": torch.rand(16, 3)})):
+        for task in expected:
+            torch.testing.assert_close(scored[task], expected[task], rtol=0, atol=0)
+
+    new = FeatureSizes(**{**old.to_dict(), "pair_dense_dim": 3})
+    wide = Ranker(new).eval()
+    batch = random_batch(new, 16, torch.Generator().manual_seed(3), tasks=("click", "like"))
+    moved = wide.predict({**batch, "pair_dense": batch["pair_dense"] + 1.0})["click"]
+    assert not torch.allclose(wide.predict(batch)["click"], moved)
+    with pytest.raises(ValueError, match="pair_dense"):
+        wide.predict({k: v for k, v in batch.items() if k != "pair_dense"})
+    with pytest.raises(ValueError, match="widths"):
+        Ranker(old).grow(new)
+
+
 def fixed_batch_sgd(comm, steps: int, seed: int) -> list[float]:
     """SGD on one fixed batch; each rank takes its equal slice, so averaged gradients = the full batch's."""
     from recsys_spark.train.features import FeatureSizes, random_batch

@@ -621,7 +621,11 @@ class Lake:
                 return self._write_spark(table, df, mode, partition_by, values, meta, None, app_transaction)
             finally:
                 df.unpersist()
-        writer = df.write.format("delta").option("userMetadata", json.dumps(meta))
+        # A column the contract added later (e.g. rank_samples.pair_dense) joins an existing table: `_write`
+        # conformed the frame to the table's contract, so schema merging only ever adds its columns.
+        writer = (
+            df.write.format("delta").option("userMetadata", json.dumps(meta)).option("mergeSchema", "true")
+        )
         if app_transaction:  # Delta's idempotent-write marker; a version already recorded is skipped
             writer = writer.option("txnAppId", app_transaction[0]).option("txnVersion", app_transaction[1])
         if partition_by:

@@ -2,8 +2,10 @@
 
 - Features: a candidate of the lists of D (served on D+1) carries exactly what a ranking sample of
   day D+1 carries (`samples.job.day_features(lake, D + 1)`: statistics of D, profiles, the last-N
-  clicks up to and including D), joined by `samples.job.with_features`; the ranker's per-item
-  buffers are refreshed to the item features of the same day (`train/scoring.with_item_features`).
+  clicks up to and including D; the profile matches `pair_dense` from `user_profiles` of D,
+  `samples.job.pair_features`, for a ranker trained with them), joined by `samples.job.with_features`;
+  the ranker's per-item buffers are refreshed to the item features of the same day
+  (`train/scoring.with_item_features`).
 - Scoring runs on the executors (`train/scoring.score_rows`): one probability `p_t` per task t.
 - Fusion of the task probabilities into one score, with weights `w_t` (`--fusion "click:1,like:0.5"`):
   `sum`: score = Σ_t w_t p_t; `product`: score = Π_t p_t^{w_t} (a weighted geometric form: a

@@ -116,7 +116,7 @@ def learned_weights(
 def ranker_scores(spark, lake, candidates, day: dt.date, cfg: RankConfig):
     """`(scores, tasks, version)` of the published ranker on `candidates`; `(None, (), None)` without one."""
     from recsys_spark.lake.commit import read_bytes, remove_dir
-    from recsys_spark.samples.job import day_features, with_features
+    from recsys_spark.samples.job import day_features, pair_features, with_features
     from recsys_spark.train.checkpoint import load_checkpoint
     from recsys_spark.train.data import item_table
     from recsys_spark.train.registry import FULL, Registry
@@ -130,7 +130,7 @@ def ranker_scores(spark, lake, candidates, day: dt.date, cfg: RankConfig):
     url = registry.version_url(FULL, version)
     checkpoint = read_bytes(f"{url}/checkpoint.pt").getvalue()
     model = load_checkpoint(io.BytesIO(checkpoint))
-    hist_len, tasks = model.sizes.hist_len, tuple(model.tasks)
+    hist_len, tasks, pair_dim = model.sizes.hist_len, tuple(model.tasks), model.sizes.pair_dense_dim
     del model  # the executors rebuild it from the broadcast bytes
     vocabs = read_vocabs(spark, f"{url}/vocab")
     serve_day = day + dt.timedelta(days=1)  # features of a ranking sample of D + 1
@@ -143,7 +143,10 @@ def ranker_scores(spark, lake, candidates, day: dt.date, cfg: RankConfig):
     finally:
         remove_dir(scratch)
     pairs = candidates.select("user_id", "item_id")
-    rows = with_features(pairs, users, items, hist, serve_day)
+    # Profile matches as a sample of D + 1 sees them (profiles of D); a ranker saved before they
+    # existed (width 0) never reads them, so they are not computed for it.
+    matches = pair_features(lake, serve_day, pairs) if pair_dim else None
+    rows = with_features(pairs, users, items, hist, serve_day, matches)
     encoded = encode_for_scoring(rows, vocabs, hist_len)
     return score_rows(encoded, checkpoint, tasks, cfg.batch_size), tasks, version
 

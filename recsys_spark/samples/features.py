@@ -39,6 +39,14 @@ ITEM_DENSE: tuple[str, ...] = (
     "log1p_age_days",
     "is_new",
 )
+# Dense inputs of the (user, item) pair (`pair_dense`, docs/samples.md): how much of the user's
+# interest profile of D-1 (`user_profiles`, L1 weights per kind) the item matches. Each lies in [0, 1];
+# all 0 for a user without a profile or an item without a catalogue row.
+PAIR_DENSE: tuple[str, ...] = (
+    "profile_category_weight",
+    "profile_author_weight",
+    "profile_tag_weight_sum",
+)
 
 
 def _dense(names: tuple[str, ...], present: Column, extra: dict[str, Column] | None = None) -> Column:
@@ -185,4 +193,68 @@ def last_n_clicks(events: DataFrame, day: dt.date, n: int, lookback_days: int) -
         F.transform(F.array_sort(F.collect_list(F.struct("_r", "item_id"))), lambda s: s["item_id"]).alias(
             "hist"
         )
+    )
+
+
+def profile_match(pairs: DataFrame, profiles: DataFrame, items: DataFrame) -> DataFrame:
+    """`(user_id, item_id, pair_dense)`: the weights of the item's category, author and tags in the user's profile.
+
+    For a pair (u, i), with w(u, kind, key) the `user_profiles` weight (0 when the key is not in u's
+    profile): `[w(u, category, category(i)), w(u, author, author_id(i)), Σ_{t ∈ distinct tags(i)}
+    w(u, tag, t)]`. Tag weights of one user sum to 1, so the sum lies in [0, 1] like the other two.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        `(user_id, item_id, ...)`; each distinct pair gets one row.
+    profiles : DataFrame
+        `user_profiles` rows of one day: `(user_id, kind, key, weight, ...)`.
+    items : DataFrame
+        The `items` table (`item_id, category, author_id, tags`).
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id, pair_dense: array<float>)` in `PAIR_DENSE` order, one row per distinct
+        pair of `pairs` (zeros when nothing matches).
+    """
+    keys = pairs.select("user_id", "item_id").distinct()
+    catalogue = items.select("item_id", "category", "author_id", "tags").dropDuplicates(["item_id"])
+    with_item = keys.join(catalogue, "item_id")
+    wanted = (
+        with_item.select(
+            "user_id", "item_id", F.lit("category").alias("kind"), F.col("category").alias("key")
+        )
+        .unionByName(
+            with_item.select(
+                "user_id", "item_id", F.lit("author").alias("kind"), F.col("author_id").alias("key")
+            )
+        )
+        .unionByName(
+            with_item.select(
+                "user_id",
+                "item_id",
+                F.lit("tag").alias("kind"),
+                F.explode(F.array_distinct(F.coalesce("tags", F.array().cast("array<string>")))).alias("key"),
+            )
+        )
+        .filter(F.col("key").isNotNull())
+    )
+    weights = profiles.select("user_id", "kind", "key", F.col("weight").cast("double"))
+    matched = (
+        wanted.join(weights, ["user_id", "kind", "key"])
+        .groupBy("user_id", "item_id")
+        .agg(
+            *[
+                F.sum(F.when(F.col("kind") == kind, F.col("weight"))).alias(kind)
+                for kind in ("category", "author", "tag")
+            ]
+        )
+    )
+    return keys.join(matched, ["user_id", "item_id"], "left").select(
+        "user_id",
+        "item_id",
+        F.array(
+            *[F.coalesce(F.col(k), F.lit(0.0)).cast("float") for k in ("category", "author", "tag")]
+        ).alias("pair_dense"),
     )

@@ -20,11 +20,13 @@ from recsys_spark.config import GatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import (
     ITEM_DENSE,
+    PAIR_DENSE,
     USER_DENSE,
     features_day,
     item_features,
     last_n_clicks,
     new_id_dense,
+    profile_match,
     user_features,
 )
 from recsys_spark.samples.ranking import rank_examples, sampled_rank_negatives
@@ -83,10 +85,21 @@ def stats_of(lake, table: str, day: dt.date) -> DataFrame:
 
 
 def with_features(
-    examples: DataFrame, users: DataFrame, items: DataFrame, hist: DataFrame, day: dt.date
+    examples: DataFrame,
+    users: DataFrame,
+    items: DataFrame,
+    hist: DataFrame,
+    day: dt.date,
+    pairs: DataFrame | None = None,
 ) -> DataFrame:
     """Join user, history and item features; a user with no clicks before `day` gets an empty history,
-    an id with neither a profile row nor statistics the new-id vector (zeros, `is_new` = 1)."""
+    an id with neither a profile row nor statistics the new-id vector (zeros, `is_new` = 1). With
+    `pairs` (`pair_features`), also `pair_dense` (zeros for a pair it lacks)."""
+    if pairs is not None:
+        zeros = F.array(*[F.lit(0.0).cast("float") for _ in PAIR_DENSE])
+        examples = examples.join(pairs, ["user_id", "item_id"], "left").withColumn(
+            "pair_dense", F.coalesce("pair_dense", zeros)
+        )
     return (
         examples.join(users, "user_id", "left")
         .join(hist, "user_id", "left")
@@ -152,6 +165,53 @@ def day_features(
     return users, items, hist, item_stats
 
 
+def day_profiles(lake, day: dt.date) -> DataFrame:
+    """The `user_profiles` rows a sample of `day` may use: those of `day - 1`, computed when never written.
+
+    Like the recall job's profile channel: the stored partition of D - 1 if it has rows, else
+    `profiles.interests.user_profiles` with its defaults over the events before `day` (the
+    window ending D - 1), so nothing of `day` is read either way.
+
+    Parameters
+    ----------
+    lake : Lake
+        The lake.
+    day : datetime.date
+        The sample day.
+
+    Returns
+    -------
+    DataFrame
+        `user_profiles` rows `(user_id, kind, key, score, weight, rank, dt)` of `day - 1`.
+    """
+    from recsys_spark.profiles.stored import profiles_as_of
+
+    return profiles_as_of(lake, features_day(day), lake.read_as_of("events", day))[0]
+
+
+def pair_features(lake, day: dt.date, pairs: DataFrame) -> DataFrame:
+    """`(user_id, item_id, pair_dense)` of the distinct pairs of `pairs` as a sample of `day` sees them.
+
+    The one definition shared by the samples, serving (`recommend/rank`, with `day = D + 1`) and
+    evaluation: `features.profile_match` against `day_profiles(lake, day)` and the current `items`.
+
+    Parameters
+    ----------
+    lake : Lake
+        The lake.
+    day : datetime.date
+        The sample day; profiles of `day - 1`.
+    pairs : DataFrame
+        `(user_id, item_id, ...)`.
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id, pair_dense: array<float>)` in `PAIR_DENSE` order.
+    """
+    return profile_match(pairs, day_profiles(lake, day), lake.read("items"))
+
+
 def _build_day(lake, day: dt.date, cfg: SamplesConfig, period: DataFrame):
     """Samples of the events `period` (all of day `day`), every input as of `day - 1` (docs/samples.md)."""
     users, items, hist, item_stats = day_features(lake, day, cfg.history_length, cfg.history_days)
@@ -197,7 +257,11 @@ def _build_day(lake, day: dt.date, cfg: SamplesConfig, period: DataFrame):
         weights = clicks.filter(F.col("clicks") > 0)
         negatives = sampled_rank_negatives(period, weights, cfg.rank_negatives, cfg.negative_power, cfg.seed)
         rank = rank.unionByName(negatives)
-    return with_features(recall, users, items, hist, day), with_features(rank, users, items, hist, day)
+    pairs = pair_features(lake, day, rank)
+    return (
+        with_features(recall, users, items, hist, day),
+        with_features(rank, users, items, hist, day, pairs),
+    )
 
 
 def validate(cfg: SamplesConfig) -> None:

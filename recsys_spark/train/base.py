@@ -94,7 +94,8 @@ class RecModel(nn.Module):
                 raise ValueError(
                     f"cannot shrink {f.name} from {getattr(old, f.name)} to {getattr(sizes, f.name)}"
                 )
-        if (sizes.user_dense_dim, sizes.item_dense_dim) != (old.user_dense_dim, old.item_dense_dim):
+        widths = ("user_dense_dim", "item_dense_dim", "pair_dense_dim")
+        if any(getattr(sizes, w) != getattr(old, w) for w in widths):
             raise ValueError("dense feature widths cannot change when growing a model")
         g = torch.Generator().manual_seed(seed)
         with torch.no_grad():

@@ -1,7 +1,7 @@
 """Training data: Spark encodes a sample table into a Parquet store; each rank reads its shard with Petastorm.
 
 The store holds only the model's tensors (`train/features.py` contract): integer indices, fixed-width
-`user_dense`, and `hist` padded with 0 to `hist_len` (Petastorm's batch reader stacks list columns,
+`user_dense` (and, for the ranker, `pair_dense`), and `hist` padded with 0 to `hist_len` (Petastorm's batch reader stacks list columns,
 so they must have one length). Rows are shuffled globally by a seeded hash before they are cut into
 files, so every file is a random slice and row groups split across ranks carry equal work.
 
@@ -18,6 +18,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from recsys_spark.samples.features import PAIR_DENSE
 from recsys_spark.train.vocab import encode
 
 RECALL_LABELS = ("label", "weight")
@@ -63,10 +64,12 @@ def encode_samples(
     ):
         df = encode(df, column, vocabs[field], out)
     df = encode_history(df, vocabs["item"], hist_len)
+    pair: list = []
     if kind == "two_tower":
         labels = [F.col("label").cast("float").alias("label"), F.col("weight").cast("float").alias("weight")]
     else:
         labels = [F.col(f"label_{t}").cast("float").alias(f"label_{t}") for t in RANK_TASKS]
+        pair = [pair_dense_column(df)]
     return df.select(
         F.xxhash64("user_idx", "item_idx", *(["sample_type"] if kind == "two_tower" else [])).alias("row_id"),
         "user_idx",
@@ -76,9 +79,22 @@ def encode_samples(
         F.col("user_dense").cast("array<float>"),
         "hist",
         "item_idx",
+        *pair,
         *labels,
         *[F.col(f"_keep_{c}").alias(c) for c in keep],
     )
+
+
+def pair_dense_column(df: DataFrame):
+    """`pair_dense` as array<float> of width `len(PAIR_DENSE)`: zeros where it is null or absent.
+
+    A `rank_samples` partition written before the column existed reads it as null; its pairs are then
+    treated like a user without a profile (all zeros), which keeps the store fixed-width.
+    """
+    zeros = F.array(*[F.lit(0.0).cast("float") for _ in PAIR_DENSE])
+    if "pair_dense" not in df.columns:
+        return zeros.alias("pair_dense")
+    return F.coalesce(F.col("pair_dense").cast("array<float>"), zeros).alias("pair_dense")
 
 
 def write_store(encoded: DataFrame, url: str, files: int, seed: int) -> int:

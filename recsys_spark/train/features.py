@@ -21,6 +21,9 @@ import torch
 from torch import Tensor
 
 USER_KEYS = ("user_idx", "gender_idx", "age_idx", "region_idx", "user_dense", "hist")
+# The ranker's input beside USER_KEYS and `item_idx`: float features of the (user, item) pair, present
+# in a batch only for a model with `pair_dense_dim > 0`.
+PAIR_KEY = "pair_dense"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class FeatureSizes:
     user_dense_dim: int
     item_dense_dim: int
     hist_len: int
+    # Width of the ranker's `pair_dense` input (samples.features.PAIR_DENSE). A default, so the sizes of
+    # a checkpoint saved before the input existed load as 0: that model never reads `pair_dense`.
+    pair_dense_dim: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -77,6 +83,8 @@ def random_batch(
         "hist": hist,
         "item_idx": ints(s.n_items),
     }
+    if s.pair_dense_dim:
+        batch["pair_dense"] = torch.rand(b, s.pair_dense_dim, generator=g)
     if recall:
         batch["label"] = torch.randint(0, 2, (b,), generator=g).float()
         batch["weight"] = 0.5 + torch.rand(b, generator=g)

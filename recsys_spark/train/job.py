@@ -32,7 +32,7 @@ from pyspark.sql import functions as F
 from recsys_spark.catalog import LAUNCHERS, MODELS
 from recsys_spark.config import GatedConfig, option
 from recsys_spark.errors import UsageError
-from recsys_spark.samples.features import ITEM_DENSE, USER_DENSE, features_day, item_features
+from recsys_spark.samples.features import ITEM_DENSE, PAIR_DENSE, USER_DENSE, features_day, item_features
 from recsys_spark.samples.job import SamplesConfig, build_samples, stats_of
 from recsys_spark.train.registry import (
     FULL,
@@ -126,6 +126,33 @@ def _vocabularies(spark, lake, samples: DataFrame, base_url: str | None) -> dict
     return {f: extend_vocab(spark, old.get(f), sources[f].toDF("id")) for f in FIELDS}
 
 
+def _pair_dense_dim(cfg: TrainConfig, base_url: str | None) -> int:
+    """The ranker's `pair_dense` width: `len(PAIR_DENSE)`, or the warm-start base's own width.
+
+    A model's input widths cannot change when it is grown, so a base saved before the profile-match
+    features existed (width 0) keeps training and serving without them; `--warm-start false` starts a
+    model that reads them.
+    """
+    if cfg.model != "ranker":
+        return 0
+    if not base_url:
+        return len(PAIR_DENSE)
+    import torch
+
+    from recsys_spark.lake.commit import read_bytes
+
+    base = torch.load(read_bytes(f"{base_url}/checkpoint.pt"), map_location="cpu", weights_only=True)
+    width = int(base["sizes"].get("pair_dense_dim", 0))
+    if width != len(PAIR_DENSE):
+        log.warning(
+            "train ranker: the warm-start base has %d pair_dense inputs, the samples %d; it keeps its "
+            "own (train with --warm-start false once to use the profile-match features)",
+            width,
+            len(PAIR_DENSE),
+        )
+    return width
+
+
 def prepare_training(
     cfg: TrainConfig,
     spark,
@@ -160,6 +187,7 @@ def prepare_training(
         "user_dense_dim": len(USER_DENSE),
         "item_dense_dim": len(ITEM_DENSE),
         "hist_len": cfg.history_length,
+        "pair_dense_dim": _pair_dense_dim(cfg, base_url),
     }
     log.info(
         "train %s %s: %d rows, vocabularies %s, %d rank(s) via %s",

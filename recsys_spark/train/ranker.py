@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import RecModel, mlp
-from .features import USER_KEYS, FeatureSizes
+from .features import PAIR_KEY, USER_KEYS, FeatureSizes
 
 
 class CrossNetwork(nn.Module):
@@ -209,7 +209,9 @@ class Ranker(RecModel):
             setattr(self, attr, self._embedding(getattr(s, field), emb_dim))
         item_dim = 2 * emb_dim  # an item is its id and category embeddings, in history and as target
         self.attn = mlp(4 * item_dim, attn_hidden, 1)
-        in_dim = 7 * emb_dim + s.user_dense_dim + s.item_dense_dim + item_dim + 2
+        # A plain int, not `sizes`: the TorchScript export reads it.
+        self.pair_dense_dim = int(s.pair_dense_dim)
+        in_dim = 7 * emb_dim + s.user_dense_dim + s.item_dense_dim + s.pair_dense_dim + item_dim + 2
         self.cross = CrossNetwork(in_dim, cross_layers)
         self.deep = mlp(in_dim, deep)
         self.mmoe = MMoE(
@@ -256,8 +258,17 @@ class Ranker(RecModel):
         user_dense: Tensor,
         hist: Tensor,
         item_idx: Tensor,
+        pair_dense: Tensor | None = None,
     ) -> Tensor:
         """Cross-network and deep-MLP outputs side by side: the MMoE input."""
+        if pair_dense is None:
+            if self.pair_dense_dim > 0:
+                raise ValueError(
+                    "this ranker was trained with pair_dense (profile-match features): pass them"
+                )
+            pair_dense = user_dense.new_zeros((user_dense.shape[0], 0))
+        elif pair_dense.shape[1] != self.pair_dense_dim:
+            raise ValueError("pair_dense has a different width than the ranker was trained with")
         target = self._item_rep(item_idx)
         x = torch.cat(
             [
@@ -269,6 +280,7 @@ class Ranker(RecModel):
                 self.region_emb(region_idx),
                 user_dense,
                 self.item_dense[item_idx],
+                pair_dense,
                 self._interest(hist, target),
                 self._affinity(hist, item_idx),
             ],
@@ -286,6 +298,7 @@ class Ranker(RecModel):
         user_dense: Tensor,
         hist: Tensor,
         item_idx: Tensor,
+        pair_dense: Tensor | None = None,
     ) -> Tensor:
         """Logits of (user, candidate) pairs.
 
@@ -299,16 +312,28 @@ class Ranker(RecModel):
             `(batch, hist_len)` int64 item indices of the last clicks, 0 = padding.
         item_idx : Tensor
             `(batch,)` int64 candidate item indices.
+        pair_dense : Tensor, optional
+            `(batch, pair_dense_dim)` float features of the pair: required when `pair_dense_dim > 0`,
+            None for a model without them.
 
         Returns
         -------
         Tensor
             `(batch, n_tasks)` logits in `tasks` order.
         """
-        return self.mmoe(self._hidden(user_idx, gender_idx, age_idx, region_idx, user_dense, hist, item_idx))
+        return self.mmoe(
+            self._hidden(user_idx, gender_idx, age_idx, region_idx, user_dense, hist, item_idx, pair_dense)
+        )
 
-    def _args(self, batch: dict[str, Tensor]) -> list[Tensor]:
-        return [batch[k] for k in (*USER_KEYS, "item_idx")]
+    def _args(self, batch: dict[str, Tensor]) -> list[Tensor | None]:
+        # A model saved before pair_dense existed (width 0) scores new rows by not reading it.
+        pair = batch.get(PAIR_KEY) if self.pair_dense_dim > 0 else None
+        if self.pair_dense_dim > 0 and pair is None:
+            raise ValueError(
+                f"this ranker was trained with {PAIR_KEY} ({self.pair_dense_dim} profile-match "
+                "features), which the batch lacks"
+            )
+        return [*[batch[k] for k in (*USER_KEYS, "item_idx")], pair]
 
     @torch.jit.unused
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -317,7 +342,8 @@ class Ranker(RecModel):
         Parameters
         ----------
         batch : dict of str to Tensor
-            `USER_KEYS` tensors and `item_idx` (see `score_logits`).
+            `USER_KEYS` tensors and `item_idx` (see `score_logits`), plus `pair_dense` for a model
+            with `pair_dense_dim > 0` (a model without it ignores the key).
 
         Returns
         -------
@@ -386,7 +412,8 @@ class Ranker(RecModel):
         -------
         None
             The saved module's `forward(user_idx, gender_idx, age_idx, region_idx, user_dense, hist,
-            item_idx)` returns probabilities `(batch, n_tasks)` in `tasks` order.
+            item_idx, pair_dense=None)` returns probabilities `(batch, n_tasks)` in `tasks` order
+            (`pair_dense` is required when the model has `pair_dense_dim > 0`).
         """
         torch.jit.save(torch.jit.script(_Scorer(self)), f)
 
@@ -405,7 +432,10 @@ class _Scorer(nn.Module):
         user_dense: Tensor,
         hist: Tensor,
         item_idx: Tensor,
+        pair_dense: Tensor | None = None,
     ) -> Tensor:
         return torch.sigmoid(
-            self.model.score_logits(user_idx, gender_idx, age_idx, region_idx, user_dense, hist, item_idx)
+            self.model.score_logits(
+                user_idx, gender_idx, age_idx, region_idx, user_dense, hist, item_idx, pair_dense
+            )
         )

@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_spark.train.data import RANK_TASKS, encode_samples
-from recsys_spark.train.features import USER_KEYS
+from recsys_spark.train.features import PAIR_KEY, USER_KEYS
 
 SCORE_PREFIX = "p_"  # column of task t's probability in the output of `score_rows`
 
@@ -32,8 +32,8 @@ def encode_for_scoring(rows: DataFrame, vocabs: dict[str, DataFrame], hist_len: 
     Parameters
     ----------
     rows : DataFrame
-        `(user_id, item_id, gender, age_bucket, region, user_dense, hist)` (e.g. candidates joined
-        with `samples.job.day_features`).
+        `(user_id, item_id, gender, age_bucket, region, user_dense, hist, pair_dense)` (e.g.
+        candidates joined with `samples.job.day_features` and `samples.job.pair_features`).
     vocabs : dict of str to DataFrame
         The model version's vocabularies (`train.vocab.read_vocabs`).
     hist_len : int
@@ -100,7 +100,7 @@ def score_batch(model, frame) -> dict[str, np.ndarray]:
     model : Ranker
         The model, in eval mode.
     frame : pandas.DataFrame
-        Encoded rows (`USER_KEYS` and `item_idx` columns; list columns as arrays).
+        Encoded rows (`USER_KEYS`, `item_idx` and `pair_dense` columns; list columns as arrays).
 
     Returns
     -------
@@ -110,11 +110,13 @@ def score_batch(model, frame) -> dict[str, np.ndarray]:
     import torch
 
     batch = {}
-    for key in (*USER_KEYS, "item_idx"):
+    # A model saved before pair_dense existed has width 0 and never reads it.
+    pair = (PAIR_KEY,) if getattr(model, "pair_dense_dim", 0) else ()
+    for key in (*USER_KEYS, "item_idx", *pair):
         values = frame[key].to_numpy()
         if values.dtype == object:
             values = np.stack(values)
-        dtype = np.float32 if key == "user_dense" else np.int64
+        dtype = np.float32 if key in ("user_dense", PAIR_KEY) else np.int64
         batch[key] = torch.from_numpy(np.ascontiguousarray(values, dtype=dtype))
     return {t: p.double().numpy() for t, p in model.predict(batch).items()}
 
@@ -142,7 +144,7 @@ def score_rows(
     """
     spark = encoded.sparkSession
     shipped = spark.sparkContext.broadcast(checkpoint)
-    columns = ["user_id", "item_id", *USER_KEYS, "item_idx"]
+    columns = ["user_id", "item_id", *USER_KEYS, "item_idx", PAIR_KEY]
     schema = "user_id string, item_id string, " + ", ".join(f"{SCORE_PREFIX}{t} double" for t in tasks)
 
     def score(batches: Iterator) -> Iterator:
