@@ -22,10 +22,13 @@ first="$(date -u -d "$prev - 1 day" +%F)"
 # The first full run has no warm start, so it makes 3 passes over its one day (later days: 1).
 # Embeddings and both models train data-parallel on DEMO_NP Horovod ranks (Gloo), 2 by default.
 np="${DEMO_NP:-2}"
+# Both days serve the A/B layer `rerank` (holdout: no diversity; mmr; dpp; docs/experiments.md), so
+# the evaluation reads the served lists out per variant with bootstrap intervals.
+ab="${DEMO_VARIANT_BY:-rerank}"
 echo "== running the daily pipeline for $first"
-"$cli" run-daily --lake "$lake" --date "$first" --train-epochs "${DEMO_TRAIN_EPOCHS:-3}" --np "$np"
+"$cli" run-daily --lake "$lake" --date "$first" --train-epochs "${DEMO_TRAIN_EPOCHS:-3}" --np "$np" --variant-by "$ab"
 echo "== running the daily pipeline for $prev (warm start from $first)"
-"$cli" run-daily --lake "$lake" --date "$prev" --np "$np"
+"$cli" run-daily --lake "$lake" --date "$prev" --np "$np" --variant-by "$ab"
 echo "== one user's list for $last, as served from the recommendations of $prev"
 user="$("$root/.venv/bin/python" -c "import sys, deltalake, pyarrow.parquet as pq; f = deltalake.DeltaTable(sys.argv[1]).file_uris()[0]; print(min(pq.read_table(f, columns=['user_id']).column(0).to_pylist()))" "$lake/recommendations")"
 "$cli" recommend --lake "$lake" --date "$prev" --user "$user"
@@ -34,7 +37,9 @@ echo "== streaming ingest of $last's landed event files (exactly once; available
 echo "== data-quality suite of the streamed day (Data Docs and status board under $lake/_reports/quality/)"
 "$cli" validate --lake "$lake" --table events --date "$last"
 echo "== evaluating everything built up to $prev on the held-out day $last"
-"$cli" evaluate --lake "$lake" --date "$last"
+"$cli" evaluate --lake "$lake" --date "$last" --variant-by "$ab"
+echo "== business metrics of $last per A/B variant (retention fills in as later days arrive)"
+"$cli" business-metrics --lake "$lake" --date "$last"
 echo "== incremental update of both models on $last's events"
 for model in two_tower ranker; do
     "$cli" train --lake "$lake" --model "$model" --mode incremental --date "$last" --np "$np"

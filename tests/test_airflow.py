@@ -351,7 +351,7 @@ HELPERS = textwrap.dedent(
         "age_bad": C.heartbeat_age({"updated_at": "yesterday"}),
         "publish_all": C.publish_arguments({}),
         "publish_some": C.publish_arguments({"skip": ["similarity.usercf", "walks.node2vec", "train"]}),
-        "publish_none": C.publish_arguments({"skip": ["stats", "similarity", "graph", "walks", "samples", "train", "recommend"]}),
+        "publish_none": C.publish_arguments({"skip": ["stats", "profiles", "similarity", "graph", "walks", "samples", "train", "buckets", "recommend", "business_metrics"]}),
     }
     secret = {"spark_conf": {"spark.hadoop.fs.s3a.secret.key": "s3cr3t", "spark.executor.instances": "4"}}
     out["redacted"] = C.redacted(["spark-submit", "--conf", "spark.hadoop.fs.s3a.secret.key=s3cr3t"], secret)
@@ -381,7 +381,7 @@ def test_helpers_heartbeat_and_publish_arguments(airflow, tmp_path):
         "--conf", "spark.executor.instances=4", "--conf", "spark.hadoop.fs.s3a.secret.key=s3cr3t",
     ]  # fmt: skip
     assert out["submit_yarn"][4:8] == ["--executor-memory", "8g", "--executor-cores", "4"]
-    assert out["publish_all"].startswith("--tables daily_counts user_stats item_stats itemcf_sim")
+    assert out["publish_all"].startswith("--tables daily_counts user_stats item_stats user_profiles itemcf_sim")
     some = out["publish_some"].split()
     assert "usercf_sim" not in some and "itemcf_sim" in some
     assert some[some.index("--models") + 1] == "none"

@@ -13,6 +13,7 @@ import json
 import math
 import random
 import re
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -242,13 +243,170 @@ def served_lake(spark, lake):
     return lake
 
 
+# u1, u2, u3 hash to buckets 72, 26, 35 of layer rerank: u1 is in the holdout, u2 and u3 in mmr.
+AB_SPEC = {"layers": [{"layer": "rerank", "holdout": [[70, 79]], "variants": {"mmr": [[20, 39]]}}]}
+AB_VARIANT = {"u1": "holdout", "u2": "mmr", "u3": "mmr"}
+
+
+def write_ab_buckets(spark, lake):
+    """`ab_buckets` as the buckets job of P writes it, then a version of D+1 that D must not use."""
+    from recsys_spark.experiments.buckets import parse_spec, variant_of
+
+    spec = parse_spec(AB_SPEC)
+    users = spark.createDataFrame([(u,) for u in AB_VARIANT], "user_id string")
+    meta = {"experiments": spec.to_json()}
+    lake.overwrite("ab_buckets", variant_of(users, spec), metadata={**meta, "date": str(P)})
+    later = variant_of(users, spec).withColumn("variant", F.lit("mmr"))
+    lake.overwrite("ab_buckets", later, metadata={**meta, "date": str(D + dt.timedelta(days=1))})
+
+
+class Tables(HTMLParser):
+    """Every `<table>` of a page by its class: rows of (the `<tr>`'s attributes, its cells' texts)."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.tables: dict[str, list[tuple[dict, list[str]]]] = {}
+        self.sections: list[str] = []
+        self._rows = self._cell = None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs.get("id"))
+        elif tag == "table":
+            self._rows = self.tables.setdefault(attrs.get("class"), [])
+        elif tag == "tr" and self._rows is not None:
+            self._rows.append((attrs, []))
+        elif tag in ("td", "th") and self._rows:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._rows[-1][1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._rows = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def number(text: str):
+    return None if text == "—" else float(text.replace(",", ""))
+
+
+def check_ab_and_business(result: dict, page: str) -> None:
+    """The A/B readout and the business metrics of the hand-made lake, in the JSON and on the page."""
+    ab = result["variants"]
+    assert (ab["layer"], ab["spec"], ab["reference"]) == ("rerank", "ab_buckets", "holdout")
+    # Served view, K = 2: u1 [i4, i3] for {i3}; u2 [i4, i5] for {i4}; u3 [i6, i7] for {i5}.
+    assert ab["by_variant"]["holdout"]["users"] == 1 and ab["by_variant"]["mmr"]["users"] == 2
+    assert ab["by_variant"]["holdout"]["metrics"]["ndcg@2"]["mean"] == pytest.approx(1 / math.log2(3))
+    assert ab["by_variant"]["mmr"]["metrics"]["recall@2"]["mean"] == pytest.approx(0.5)
+    vs = ab["by_variant"]["mmr"]["vs_holdout"]["recall@2"]
+    # mmr's resampled means are 0, 1/2 or 1 against the holdout's constant 1: [-1, 0] holds 0.
+    assert (vs["diff"], vs["low"], vs["high"], vs["significant"]) == (-0.5, -1.0, 0.0, False)
+
+    # Business metrics of D, hand-computed from EVENTS. Active on D: u1, u2, u3 (4 clicks); shown: u3
+    # i6 (1 of 8 items). No day after D is in the lake: retention unknown. The assignment is the
+    # ab_buckets version of P (the D+1 one would put u1 in mmr).
+    business = result["business"]
+    assert (business["date"], business["layer"]) == (str(D), "rerank")
+    expected_day = {
+        ("all", "all"): (3, 4, 1, 0.125),
+        ("rerank", "holdout"): (1, 2, 0, 0.0),
+        ("rerank", "mmr"): (2, 2, 1, 0.125),
+    }
+    got = {(r["layer"], r["variant"]): r for r in business["rows"]}
+    assert list(got) == list(expected_day)
+    for key, (active, clicks, shown, covered) in expected_day.items():
+        row = got[key]
+        assert (row["dt"], row["active_users"], row["clicks"], row["items_shown"]) == (
+            str(D),
+            active,
+            clicks,
+            shown,
+        )
+        assert row["coverage"] == pytest.approx(covered) and row["catalog_items"] == 8
+        assert row["clicks_per_user"] == pytest.approx(clicks / active) and row["dwell_ms"] == 0
+        assert row["retention_1d"] is row["retention_7d"] is row["lt7"] is None
+        assert (row["days_after"], row["complete"]) == (0, False)
+    # Earlier days: on Q u1, u2, u3 were active, of whom u1 and u2 again on P; on P u1 and u2, both on D.
+    expected_earlier = {
+        (str(Q), "all", "all"): (3, 2 / 3, 2),
+        (str(Q), "rerank", "holdout"): (1, 1.0, 2),
+        (str(Q), "rerank", "mmr"): (2, 0.5, 2),
+        (str(P), "all", "all"): (2, 1.0, 1),
+        (str(P), "rerank", "holdout"): (1, 1.0, 1),
+        (str(P), "rerank", "mmr"): (1, 1.0, 1),
+    }
+    earlier = {(r["dt"], r["layer"], r["variant"]): r for r in business["earlier"]}
+    assert list(earlier) == list(expected_earlier)
+    for key, (active, retention, after) in expected_earlier.items():
+        row = earlier[key]
+        assert (row["active_users"], row["days_after"], row["lt7"]) == (active, after, None)
+        assert row["retention_1d"] == pytest.approx(retention)
+
+    # The page: both sections, outside "Other result fields", with the numbers of the JSON.
+    tables = Tables(page)
+    assert {"ab-variants", "business"} <= set(tables.sections)
+    facts = {cells[0] for _, cells in tables.tables["facts"]}  # "Run" and "Other result fields"
+    assert "users_evaluated" in facts and not facts & {"variants", "business"}
+    users = {attrs["data-variant"]: number(cells[1]) for attrs, cells in tables.tables["ab-users"][1:]}
+    assert users == {"holdout": 1, "mmr": 2}
+    shown = {(a["data-metric"], a["data-variant"]): cells for a, cells in tables.tables["ab-metrics"][1:]}
+    assert set(shown) == {(m, v) for m in ("recall@2", "ndcg@2", "hitrate@2") for v in AB_VARIANT.values()}
+    for (metric, variant), cells in shown.items():
+        cells = cells[-6:]  # the metric's own cell spans the rows of its group
+        assert cells[0] == variant
+        m = ab["by_variant"][variant]["metrics"][metric]
+        assert number(cells[1]) == pytest.approx(m["mean"], abs=5e-5)
+        low, high = (number(x) for x in cells[2].strip("[]").split(", "))
+        assert (low, high) == (pytest.approx(m["low"], abs=5e-5), pytest.approx(m["high"], abs=5e-5))
+        if variant == "holdout":
+            assert cells[3:] == ["reference", "—", "—"]
+        else:
+            d = ab["by_variant"][variant]["vs_holdout"][metric]
+            assert number(cells[3]) == pytest.approx(d["diff"], abs=5e-5)
+            assert cells[5] == ("✔ significant" if d["significant"] else "not significant")
+    day_rows = {(a["data-layer"], a["data-variant"]): cells for a, cells in tables.tables["business-day"][1:]}
+    head = tables.tables["business-day"][0][1]
+    assert list(day_rows) == list(expected_day)
+    for key, cells in day_rows.items():
+        row = dict(zip(head, cells))
+        assert number(row["active_users"]) == expected_day[key][0]
+        assert number(row["coverage"]) == pytest.approx(expected_day[key][3])
+        assert row["retention_1d"] == "—"
+    head = tables.tables["business-earlier"][0][1]
+    before = {
+        (a["data-dt"], a["data-layer"], a["data-variant"]): dict(zip(head, cells))
+        for a, cells in tables.tables["business-earlier"][1:]
+    }
+    assert list(before) == list(expected_earlier)
+    for key, (active, retention, _) in expected_earlier.items():
+        assert number(before[key]["active_users"]) == active
+        assert number(before[key]["retention_1d"]) == pytest.approx(retention, abs=5e-5)
+        assert before[key]["lt7"] == "—" and before[key]["complete"] == "no"
+
+    # A significant difference is marked as such.
+    flipped = json.loads(json.dumps(result))
+    flipped["variants"]["by_variant"]["mmr"]["vs_holdout"]["recall@2"]["significant"] = True
+    rows = Tables(evaluation_html(str(D), flipped)).tables["ab-metrics"]
+    marks = {(a["data-metric"], a["data-variant"]): cells[-1] for a, cells in rows[1:]}
+    assert marks["recall@2", "mmr"] == "✔ significant" and marks["ndcg@2", "mmr"] == "not significant"
+
+
 def test_final_and_ranked_read_the_day_before_and_exclude_seen(spark, served_lake, capsys):
     from recsys_spark import cli
     from recsys_spark.evaluate.job import table_lists
 
     lake = served_lake
+    write_ab_buckets(spark, lake)
     argv = ["evaluate", "--lake", lake.root, "--date", str(D), "--ks", "2", "--channels", "final", "ranked"]
-    assert cli.main([*argv, "popularity"], spark=spark) == 0
+    ab = ["--variant-by", "rerank", "--bootstrap", "200"]
+    assert cli.main([*argv, "popularity", *ab], spark=spark) == 0
     with open(lake.path("_reports", "evaluation", f"{D}.json")) as f:
         result = json.load(f)
     # Lists as served (seen kept), K = 2. final: u1 [i1, i4], u2 [i4, i5], u3 [i6, i7];
@@ -294,8 +452,10 @@ def test_final_and_ranked_read_the_day_before_and_exclude_seen(spark, served_lak
         page = f.read()
     assert "Seen items excluded" in page and "recall_exclude_seen" in page
     assert page.count('<g class="point">') == 3
+    check_ab_and_business(result, page)
     printed = capsys.readouterr().out
     assert "seen items excluded" in printed and "ild@2" in printed
+    assert "business rerank/mmr: active users 2" in printed
 
     # a day whose D−1 has no partition: the channel is skipped, not scored 0
     users_df = spark.createDataFrame([(u,) for u in users], "user_id string")

@@ -17,6 +17,10 @@ withheld from each user (engaged with, r > 0, before D; and over-exposed by D−
 `--max-exposures` / `--exposure-days`, the rule of `candidates.exclusions`) are removed from its list
 before the top-K cut, and from the truth; those numbers go to `recall_exclude_seen`, while `recall` keeps the lists as the channels rank them.
 
+`--variant-by LAYER` adds the A/B readout of the final lists per variant (`variants`). The online
+side of the same day goes to `business`: the business metrics (`experiments.business`) of D, the day
+the lists of D−1 were served, and of the 7 days before it, overall and per variant of that layer.
+
 Writes `_reports/evaluation/D.json` (the contract of DESIGN.md) and `D.html`.
 """
 
@@ -32,6 +36,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.candidates import lists as channels
+from recsys_spark.candidates.cohorts import cohort_candidates, cohort_click_counts, user_cohorts
 from recsys_spark.candidates.exclusions import ExposureParams, over_exposed, seen_pairs
 from recsys_spark.catalog import WALK_METHODS
 from recsys_spark.config import DatedConfig, option
@@ -58,6 +63,7 @@ CHANNELS = (
     "deepwalk",
     "node2vec",
     "profile",
+    "cohort",
     "popularity",
     "final",
     "ranked",
@@ -219,18 +225,13 @@ def two_tower_lists(
 
 def profile_lists(lake, events: DataFrame, day: dt.date, users: DataFrame, k: int, seen_rows, spark_lists):
     """The profile channel as recall of D−1 builds it: `user_profiles` of D−1 (or computed), items by D−1."""
-    from recsys_spark.profiles.interests import ProfileParams, end_of_day_seconds, user_profiles
+    from recsys_spark.profiles.interests import end_of_day_seconds
+    from recsys_spark.profiles.stored import profiles_as_of
 
     before = day - dt.timedelta(days=1)
     end = F.timestamp_seconds(F.lit(end_of_day_seconds(before)))
     items = lake.read("items").filter(F.col("created_ts") < end)
-    profiles, source = None, f"user_profiles dt={before}"
-    if lake.exists("user_profiles"):
-        profiles = lake.read("user_profiles").filter(F.col("dt") == F.lit(before))
-        profiles = profiles if profiles.limit(1).count() else None
-    if profiles is None:
-        profiles = user_profiles(events, items, before, ProfileParams())
-        source = f"profiles computed as of {before}"
+    profiles, source = profiles_as_of(lake, before, events.filter(F.col("dt") <= F.lit(before)), items)
     profiles = profiles.join(users, "user_id", "left_semi").cache()
     if not profiles.limit(1).count():
         return None, None
@@ -437,6 +438,19 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> RecallResu
                 lambda ex, counts=counts: channels.popularity_candidates(users, counts, k, exclude=ex)
             )
             record(name, found, f"clicks {first}..{day - dt.timedelta(days=1)}")
+        elif name == "cohort":
+            if not lake.exists("users"):
+                record(name, None, None)
+                continue
+            cohorts = user_cohorts(lake.read("users"))
+            before = day - dt.timedelta(days=1)
+            counts = cohort_click_counts(events, cohorts, before, cfg.popularity_days)
+            sampled = users.join(cohorts, "user_id")
+            found = spark_lists(
+                lambda ex, counts=counts, sampled=sampled: cohort_candidates(sampled, counts, k, exclude=ex)
+            )
+            first = before - dt.timedelta(days=cfg.popularity_days - 1)
+            record(name, found, f"clicks by region|age_bucket {first}..{before}")
         elif name == "profile":
             found, source = profile_lists(lake, events, day, users, k, seen_rows, spark_lists)
             record(name, found, source)
@@ -494,7 +508,7 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
     from recsys_spark.lake.commit import read_bytes
     from recsys_spark.samples.job import SamplesConfig, build_samples
     from recsys_spark.train.checkpoint import load_checkpoint
-    from recsys_spark.train.features import USER_KEYS
+    from recsys_spark.train.features import PAIR_KEY, USER_KEYS
     from recsys_spark.train.registry import FULL, Registry
 
     registry = Registry.for_model(lake, "ranker")
@@ -510,10 +524,12 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
     if frame.empty:
         return {}, {}, version, 0
     probs: dict[str, list] = {t: [] for t in model.tasks}
+    # The samples carry pair_dense; a ranker saved before it existed (width 0) is scored without it.
+    keys = (*USER_KEYS, "item_idx", *((PAIR_KEY,) if model.sizes.pair_dense_dim else ()))
     with torch.no_grad():
         for start in range(0, len(frame), 4096):
             part = frame.iloc[start : start + 4096]
-            out = model.predict(_batch(part, (*USER_KEYS, "item_idx")))
+            out = model.predict(_batch(part, keys))
             for t in model.tasks:
                 probs[t].append(out[t].double().numpy())
     dense = np.stack([np.zeros(len(ITEM_DENSE)) if d is None else d for d in frame["item_dense"]])
@@ -575,6 +591,7 @@ def run(cfg: EvaluateConfig, spark, lake) -> int:
         result["users_evaluated_exclude_seen"] = found.users_exclude_seen
     if cfg.variant_by:
         result["variants"] = variant_results(spark, lake, cfg, found)
+    result["business"] = business_results(lake, cfg)
     details = {
         "lake": lake.root,
         "seconds": round(time.time() - started, 1),
@@ -620,7 +637,16 @@ def run(cfg: EvaluateConfig, spark, lake) -> int:
                 f"  {variant:<11} users {entry['users']:>5}  ndcg@{k} {m['mean']:.4f} "
                 f"[{m['low']:.4f}, {m['high']:.4f}]{versus}"
             )
+    for row in (result["business"] or {}).get("rows", []):
+        print(
+            f"  business {row['layer']}/{row['variant']}: active users {row['active_users']}, "
+            f"clicks/user {_shown(row['clicks_per_user'])}, coverage {_shown(row['coverage'])}"
+        )
     return 0
+
+
+def _shown(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
 
 
 def variant_results(spark, lake, cfg: EvaluateConfig, found: RecallResults) -> dict | None:
@@ -640,3 +666,76 @@ def variant_results(spark, lake, cfg: EvaluateConfig, found: RecallResults) -> d
     reference = HOLDOUT if layer.holdout else layer.default
     by_variant = variant_readout(lists, truth, variant, reference, cfg.ks, cfg.bootstrap, cfg.seed)
     return {"layer": layer.name, "spec": source, "reference": reference, "by_variant": by_variant}
+
+
+def business_results(lake, cfg: EvaluateConfig) -> dict | None:
+    """The business metrics of D (and of the `HORIZON_DAYS` days before it) from the events, not the table.
+
+    Day D is the day the lists of D−1 were served. The rows are `experiments.business.business_metrics`
+    of the days D−7..D that have events, in one call over the events of D−7..D+7: group `all` and, with
+    `--variant-by LAYER`, every variant of that layer under the assignment in force on D (the
+    `ab_buckets` version dated on or before D, as the business-metrics job reads it; without the table,
+    `variant_of` under the spec `--variant-by` reads out). The earlier days' retention and LT7 are those
+    their week in the lake allows; D's own need D+1.. and are null on the daily run.
+
+    Parameters
+    ----------
+    lake : Lake
+        The lake (`events`, `items`, optionally `ab_buckets`).
+    cfg : EvaluateConfig
+        `date` and `variant_by` (with `experiments` / `buckets` for the spec fallback).
+
+    Returns
+    -------
+    dict or None
+        `{"date": D, "layer": LAYER or None, "assignment": where the variants came from or None,
+        "rows": [the rows of D], "earlier": [the rows of D−7..D−1]}`, each row a dict of
+        `business.METRIC_COLUMNS` (`dt` as YYYY-MM-DD), ordered by day, `all` first, then the
+        variants by name; None without an `items` table (coverage needs the catalogue).
+
+    References
+    ----------
+    R. Kohavi et al. "Controlled experiments on the web: survey and practical guide." Data Mining and
+    Knowledge Discovery 18(1), 2009.
+    """
+    from recsys_spark.catalog import AB_BUCKETS
+    from recsys_spark.experiments.buckets import ALL, UNASSIGNED, recorded_spec, variant_of
+    from recsys_spark.experiments.business import HORIZON_DAYS, METRIC_COLUMNS, business_metrics
+
+    day = cfg.date
+    if not lake.exists("items"):
+        log.warning("evaluate %s: no items table: no business metrics", day)
+        return None
+    first = day - dt.timedelta(days=HORIZON_DAYS)
+    span = [first + dt.timedelta(days=n) for n in range(2 * HORIZON_DAYS + 1)]
+    events = lake.read("events", dates=span)
+    present = sorted(r[0] for r in events.select("dt").distinct().collect())  # at most 15 rows
+    days = [d for d in present if d <= day]
+    layer, assignment, buckets = None, None, None
+    if cfg.variant_by:
+        spec, source = recorded_spec(lake, cfg.experiments, cfg.buckets)
+        layer = spec.layer(cfg.variant_by).name
+        if lake.exists(AB_BUCKETS):
+            buckets = lake.read_as_of(AB_BUCKETS, day + dt.timedelta(days=1))
+            assignment = f"{AB_BUCKETS} as of {day}"
+            if buckets is None:
+                log.warning("no %s version dated on or before %s: using the latest", AB_BUCKETS, day)
+                buckets, assignment = lake.read(AB_BUCKETS), f"{AB_BUCKETS} (latest; none dated by {day})"
+        else:
+            buckets = variant_of(events.filter(F.col("dt") <= F.lit(day)), spec)
+            assignment = f"buckets of {source}"
+        buckets = buckets.filter(F.col("layer") == F.lit(layer))
+    out = {"date": str(day), "layer": layer, "assignment": assignment, "rows": [], "earlier": []}
+    if not days:
+        return out
+    table = business_metrics(events, lake.read("items"), days, present, buckets)
+    rows = [r.asDict() for r in table.collect()]  # one per (day, group): days x variants of one layer
+
+    def order(row: dict):
+        return (row["dt"], row["layer"] != ALL, row["layer"], row["variant"] == UNASSIGNED, row["variant"])
+
+    for row in sorted(rows, key=order):
+        entry = {name: row[name] for name in METRIC_COLUMNS}
+        entry["dt"] = str(row["dt"])
+        out["rows" if row["dt"] == day else "earlier"].append(entry)
+    return out

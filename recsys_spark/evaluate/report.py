@@ -12,7 +12,11 @@ mailed or archived as one file: the run's facts, a channels × metrics table (be
 a ranking tasks × metrics table with the statistics-only baseline under each task, bar charts, and a
 relevance-vs-diversity scatter plot (one labelled point per channel). When the result carries
 `recall_exclude_seen` (the evaluate job's `--exclude-seen`), the headline table and charts show those
-numbers, and the page says so; the seen-items-kept `recall` follows in a second table.
+numbers, and the page says so; the seen-items-kept `recall` follows in a second table. An "A/B
+variants" section shows `variants` (users per variant, each metric's mean with its 95% interval, the
+difference to the reference variant with its interval and a significant / not significant marker),
+and a "Business metrics" section shows `business` (day D per (layer, variant), then the retention and
+LT7 of the days before it).
 Every piece of text from the data is escaped.
 """
 
@@ -28,6 +32,8 @@ from typing import Any
 
 CONTRACT_KEYS = ("date", "recall", "ranking")
 EXCLUDE_SEEN_KEY = "recall_exclude_seen"
+VARIANTS_KEY = "variants"  # evaluate --variant-by: the A/B readout of the final lists
+BUSINESS_KEY = "business"  # the business metrics of the day, overall and per variant
 BASELINE_LABEL = "statistics-only baseline"
 LOWER_IS_BETTER = frozenset({"logloss"})
 RECALL_METRIC_ORDER = ("recall", "ndcg", "hitrate", "coverage", "ild", "category_ild", "novelty")
@@ -402,6 +408,154 @@ def _auc_chart(ranking: Mapping[str, Mapping[str, Any]], baselines: Mapping[str,
     )
 
 
+def _signed(value: Any) -> str:
+    number = _number(value)
+    return "—" if number is None else f"{number:+.4f}"
+
+
+def _interval(low: Any, high: Any, signed: bool = False) -> str:
+    show = _signed if signed else _format
+    return f"[{show(low)}, {show(high)}]"
+
+
+def _variants_section(ab: Mapping[str, Any] | None) -> list[str]:
+    """The A/B readout (`variants`): users per variant, each metric's mean and 95% interval, and the
+    difference to the reference with its interval and whether it is significant."""
+    out = ['<section id="ab-variants">', "<h2>A/B variants</h2>"]
+    if not isinstance(ab, Mapping) or not isinstance(ab.get("by_variant"), Mapping):
+        out += ["<p>No A/B readout: there were no final lists of the day before.</p>", "</section>"]
+        return out
+    layer, reference = str(ab.get("layer")), str(ab.get("reference"))
+    by_variant = ab["by_variant"]
+    compare = f"vs_{reference}"
+    out.append(
+        f'<p class="note">Layer <code>{html.escape(layer)}</code>, variants from '
+        f"<code>{html.escape(str(ab.get('spec')))}</code>; reference variant "
+        f"<b>{html.escape(reference)}</b>. The final lists (served view) per variant: each metric's mean "
+        "over the variant's evaluated users with its 95% percentile-bootstrap interval, and the "
+        "difference to the reference with the bootstrap interval of the difference; "
+        "<b>significant</b> when that interval excludes 0 (two-sided, 5%).</p>"
+    )
+    users = "".join(
+        f'<tr data-variant="{html.escape(str(v))}"><th>{html.escape(str(v))}'
+        f"{' (reference)' if v == reference else ''}</th>"
+        f'<td class="users">{_format(entry.get("users"))}</td></tr>'
+        for v, entry in by_variant.items()
+    )
+    out.append(
+        f'<table class="ab-users"><thead><tr><th>variant</th><th>users</th></tr></thead>'
+        f"<tbody>{users}</tbody></table>"
+    )
+    metrics = _metric_order(
+        [m for entry in by_variant.values() for m in entry.get("metrics", {})], RECALL_METRIC_ORDER
+    )
+    rows = []
+    for metric in metrics:
+        group = [(v, e) for v, e in by_variant.items() if metric in e.get("metrics", {})]
+        for n, (variant, entry) in enumerate(group):
+            m = entry["metrics"][metric]
+            vs = entry.get(compare, {}).get(metric)
+            if vs is not None:
+                significant = bool(vs.get("significant"))
+                diff = (
+                    f'<td class="diff">{_signed(vs.get("diff"))}</td>'
+                    f'<td class="diff-interval">{_interval(vs.get("low"), vs.get("high"), True)}</td>'
+                    + (
+                        '<td class="sig yes"><b>✔ significant</b></td>'
+                        if significant
+                        else '<td class="sig no">not significant</td>'
+                    )
+                )
+            else:
+                shown = "reference" if variant == reference else "—"
+                diff = f'<td class="diff">{shown}</td><td class="diff-interval">—</td><td class="sig">—</td>'
+            head = f'<th rowspan="{len(group)}">{html.escape(metric)}</th>' if n == 0 else ""
+            rows.append(
+                f'<tr data-metric="{html.escape(metric)}" data-variant="{html.escape(str(variant))}">{head}'
+                f'<td class="label">{html.escape(str(variant))}</td>'
+                f'<td class="mean">{_format(m.get("mean"))}</td>'
+                f'<td class="interval">{_interval(m.get("low"), m.get("high"))}</td>{diff}</tr>'
+            )
+    out += [
+        f'<table class="ab-metrics"><thead><tr><th>metric</th><th>variant</th><th>mean</th>'
+        f"<th>95% interval</th><th>diff vs {html.escape(reference)}</th><th>95% interval of diff</th>"
+        f"<th>significant?</th></tr></thead><tbody>{''.join(rows)}</tbody></table>",
+        "</section>",
+    ]
+    return out
+
+
+BUSINESS_DAY_COLUMNS = (
+    "active_users",
+    "clicks",
+    "clicks_per_user",
+    "dwell_ms_per_user",
+    "retention_1d",
+    "retention_7d",
+    "lt7",
+    "items_shown",
+    "coverage",
+    "days_after",
+)
+BUSINESS_EARLIER_COLUMNS = ("active_users", "retention_1d", "retention_7d", "lt7", "days_after", "complete")
+
+
+def _business_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], with_day: bool, css: str
+) -> str:
+    keys = ("dt", "layer", "variant") if with_day else ("layer", "variant")
+    head = "".join(f"<th>{k}</th>" for k in keys) + "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        marks = "".join(f' data-{k}="{html.escape(str(row.get(k)))}"' for k in ("dt", "layer", "variant"))
+        cells = [f"<th>{html.escape(str(row.get(keys[0])))}</th>"]
+        cells += [f'<td class="label">{html.escape(str(row.get(k)))}</td>' for k in keys[1:]]
+        for c in columns:
+            value = row.get(c)
+            shown = ("yes" if value else "no") if isinstance(value, bool) else _format(value)
+            cells.append(f'<td data-column="{html.escape(c)}">{shown}</td>')
+        body.append(f"<tr{marks}>{''.join(cells)}</tr>")
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _business_section(business: Mapping[str, Any] | None) -> list[str]:
+    """The business metrics (`business`): day D per (layer, variant), then the earlier days' retention."""
+    out = ['<section id="business">', "<h2>Business metrics</h2>"]
+    if not isinstance(business, Mapping):
+        out += ["<p>No business metrics: the lake has no items table.</p>", "</section>"]
+        return out
+    day = html.escape(str(business.get("date")))
+    layer = business.get("layer")
+    groups = (
+        f"overall (<code>all</code>) and per variant of layer <code>{html.escape(str(layer))}</code> "
+        f"({html.escape(str(business.get('assignment')))})"
+        if layer
+        else "overall (<code>all</code>; <code>--variant-by LAYER</code> adds its variants)"
+    )
+    out.append(
+        f'<p class="note">Day {day}, on which the lists of the day before were served: {groups}. Computed '
+        "from the events (definitions in docs/experiments.md): active users have a non-impression event "
+        "on the day; retention_1d, retention_7d and lt7 look at the days after it and show — until those "
+        "days are in the lake (retention_1d needs the next day, the 7-day ones all 7; days_after counts "
+        "those present).</p>"
+    )
+    rows = business.get("rows") or []
+    if rows:
+        out.append(_business_table(rows, BUSINESS_DAY_COLUMNS, False, "business-day"))
+    else:
+        out.append(f"<p>No events on {day}.</p>")
+    earlier = business.get("earlier") or []
+    if earlier:
+        out += [
+            "<h3>Retention and LT7 of the 7 days before</h3>",
+            '<p class="note">Their weeks reach into the days after them that are already in the lake; '
+            "complete = all 7 are, so the row is final.</p>",
+            _business_table(earlier, BUSINESS_EARLIER_COLUMNS, True, "business-earlier"),
+        ]
+    out.append("</section>")
+    return out
+
+
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.8em; }
@@ -412,6 +566,7 @@ table.facts td, td.label { text-align: left; }
 thead th { background: #f3f3f3; }
 .charts svg { margin: 0 1em 1em 0; vertical-align: top; }
 p.note { color: #555; font-size: 0.9em; max-width: 60em; }
+td.sig.yes { color: #1a7f37; } td.sig.no { color: #777; }
 """
 
 
@@ -422,7 +577,8 @@ def evaluation_html(date: str, result: Mapping[str, Any], details: Mapping[str, 
     recall = unseen if isinstance(unseen, Mapping) else kept
     ranking = result.get("ranking") or {}
     baselines = result.get("baselines") if isinstance(result.get("baselines"), Mapping) else {}
-    extra = {k: v for k, v in result.items() if k not in (*CONTRACT_KEYS, "baselines", EXCLUDE_SEEN_KEY)}
+    shown_apart = (*CONTRACT_KEYS, "baselines", EXCLUDE_SEEN_KEY, VARIANTS_KEY, BUSINESS_KEY)
+    extra = {k: v for k, v in result.items() if k not in shown_apart}
     title = f"Offline evaluation — {date}"
     out = [
         "<!DOCTYPE html>",
@@ -476,5 +632,9 @@ def evaluation_html(date: str, result: Mapping[str, Any], details: Mapping[str, 
         ]
     else:
         out.append("<p>No ranking task was evaluated.</p>")
+    if VARIANTS_KEY in result:
+        out += _variants_section(result[VARIANTS_KEY])
+    if BUSINESS_KEY in result:
+        out += _business_section(result[BUSINESS_KEY])
     out.append("</body></html>")
     return "\n".join(out) + "\n"
