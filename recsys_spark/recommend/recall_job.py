@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.candidates import lists as builders
 from recsys_spark.candidates.cohorts import cohort_candidates, cohort_click_counts, user_cohorts
+from recsys_spark.candidates.cold_items import NewItemParams, filled_summary, with_new_item_vectors
 from recsys_spark.candidates.exclusions import ExposureParams
 from recsys_spark.catalog import SIMILARITY_TABLES, WALK_METHODS
 from recsys_spark.config import GatedConfig, option, params_of
@@ -50,10 +51,11 @@ TABLE = "recall_candidates"
 
 
 @dataclass
-class RecallConfig(ExposureParams, ann.AnnParams, GatedConfig):
+class RecallConfig(NewItemParams, ExposureParams, ann.AnnParams, GatedConfig):
     """Candidates of every recall channel for the users active in the --active-days ending at --date,
-    each channel cut at its quota, merged per (user, item); seen and over-exposed items removed.
-    See docs/recommend.md ("Recall")."""
+    each channel cut at its quota, merged per (user, item); seen and over-exposed items removed; the
+    vector channels give items created in the --new-item-days without a vector their neighbours'
+    average. See docs/recommend.md ("Recall")."""
 
     channels: list[str] = option(list(CHANNELS), "Channels to run (those whose artefacts exist run).")
     quota: list[str] = option(
@@ -183,23 +185,14 @@ class _Run:
 
     def profile(self) -> DataFrame | None:
         """Profile matches: `user_profiles` of D if written, else computed here with its defaults."""
-        from recsys_spark.profiles.interests import ProfileParams, end_of_day_seconds, user_profiles
+        from recsys_spark.profiles.interests import end_of_day_seconds
+        from recsys_spark.profiles.stored import profiles_as_of
 
         # Only items that exist by the end of D may be served on D + 1.
         end = F.timestamp_seconds(F.lit(end_of_day_seconds(self.day)))
         items = self.lake.read("items").filter(F.col("created_ts") < end)
-        profiles = None
-        if self.lake.exists("user_profiles"):
-            profiles = self.lake.read("user_profiles").filter(F.col("dt") == F.lit(self.day))
-            if not profiles.limit(1).count():
-                profiles = None
-        if profiles is None:
-            log.info(
-                "recall %s: profile channel: no user_profiles of %s, computed with the defaults",
-                self.day,
-                self.day,
-            )
-            profiles = user_profiles(self.events, items, self.day, ProfileParams())
+        profiles, source = profiles_as_of(self.lake, self.day, self.events, items)
+        self.stats.setdefault("profile", {})["source"] = source
         profiles = profiles.join(self.users, "user_id", "left_semi")
         keys = builders.item_keys(items)
         return builders.profile_candidates(
@@ -214,8 +207,10 @@ class _Run:
         if version is None:
             return None
         items = table.filter(F.col("method") == F.lit(method)).select("item_id", "vector")
+        items, key = self.with_new_items(method, items, f"v{version}")
+        # A user who clicked a new item today has it in their history: its filled-in vector counts.
         users = history_vectors(self.history, items)
-        return self.vector_channel(method, f"v{version}", users, items, normalise_users=True)
+        return self.vector_channel(method, key, users, items, normalise_users=True)
 
     def two_tower(self) -> DataFrame | None:
         from recsys_spark.train.serving import serving_version, two_tower_item_vectors, two_tower_user_vectors
@@ -224,9 +219,29 @@ class _Run:
         if version is None:
             return None
         users = two_tower_user_vectors(self.spark, self.lake, self.day, self.users, version)
-        items = two_tower_item_vectors(self.lake, version)
+        # New items are not in this version's item vocabulary (the item tower would read them as the
+        # unknown id with no category, author or stats): they get the neighbour average of its vectors.
+        items, key = self.with_new_items("two_tower", two_tower_item_vectors(self.lake, version), version)
         # The model scores by raw dot product: keep the user vector's scale in the score.
-        return self.vector_channel("two_tower", version, users, items, normalise_users=False)
+        return self.vector_channel("two_tower", key, users, items, normalise_users=False)
+
+    def with_new_items(self, name: str, items: DataFrame, version: str) -> tuple[DataFrame, str]:
+        """`items` plus the neighbour-average vectors of D's new items, and the ANN index's key.
+
+        The key is `version` when nothing was filled in, else `version-new-<digest of the added rows>`,
+        so an index built over another day's (or another items table's) filled-in rows is never reused.
+        """
+        catalogue = self.lake.read("items") if self.lake.exists("items") else None
+        if catalogue is None:
+            return items, version
+        filled = with_new_item_vectors(catalogue, items, self.day, self.cfg.new_item_days).cache()
+        n, digest = filled_summary(filled)
+        self.stats.setdefault(name, {})["new_item_vectors"] = n
+        log.info(
+            "recall %s: %s: %d new items (created in the %d days ending at %s) got neighbour-average vectors",
+            self.day, name, n, self.cfg.new_item_days, self.day,
+        )  # fmt: skip
+        return filled, version if digest is None else f"{version}-new-{digest}"
 
     def vector_channel(self, name, version, users, items, normalise_users: bool) -> DataFrame:
         folder = ann.ensure_index(self.lake, name, version, items, self.params)

@@ -27,6 +27,7 @@ import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from recsys_spark.candidates.cold_items import NewItemParams, new_item_window
 from recsys_spark.config import option
 from recsys_spark.recommend.diversity import METHODS, select
 from recsys_spark.recommend.rules import ListRules, reserved_positions, with_new_item_slots
@@ -52,14 +53,16 @@ CHANNEL_PHRASES = {
 
 
 @dataclass
-class RerankParams:
+class RerankParams(NewItemParams):
     """The reranker's parameters (the job's options of the same names).
 
     Parameters
     ----------
     k, pool, diversity, mmr_lambda, mmr_window, dpp_theta, max_same_category, rule_window, author_rule,
-    new_item_days, new_item_slots
+    new_item_slots
         See each option's help.
+    new_item_days
+        From `candidates.cold_items.NewItemParams`, shared with recall (one `--new-item-days`).
     """
 
     k: int = option(50, "List length K of each user's recommendations.", minimum=1)
@@ -75,9 +78,6 @@ class RerankParams:
     )
     rule_window: int = option(6, "Width of the sliding window of the category rule.", minimum=1)
     author_rule: bool = option(True, "No two items of one author in adjacent positions.")
-    new_item_days: int = option(
-        3, "Items created in this many days ending at --date are new (item cold start).", minimum=1
-    )
     new_item_slots: int = option(
         2,
         "Positions of each list reserved for new items (evenly spaced; filled by the user's best new "
@@ -222,10 +222,7 @@ def recommendations(
     )["c"]
     # New items (created in the new_item_days ending at D) join the pool wherever they rank: the
     # reserved slots are theirs, and a ranker that never saw them ranks them low.
-    first_new = dt.datetime.combine(
-        day - dt.timedelta(days=params.new_item_days - 1), dt.time(), dt.timezone.utc
-    )
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+    first_new, end = new_item_window(day, params.new_item_days)  # the window recall fills vectors for
     created = items.select(
         "item_id",
         ((F.col("created_ts") >= F.lit(first_new)) & (F.col("created_ts") < F.lit(end))).alias("is_new"),
