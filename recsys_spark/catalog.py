@@ -155,6 +155,9 @@ INPUT_TABLES = ("events", "items", "users")  # what ingest/generate write; valid
 SIDE_TABLES = ("quarantine", "truth_items", "truth_users", "stream_counters", "stream_cooccurrence")
 # Interest profiles, A/B assignment and business metrics: each written by its own daily stage.
 USER_PROFILES, AB_BUCKETS, BUSINESS_METRICS = "user_profiles", "ab_buckets", "business_metrics"
+# Under the lake: `<ANN_INDEX_DIR>/<channel>/<version>/` holds one vector version's ANN index (a cache:
+# recall rebuilds a missing one), pruned by `maintain` once untouched for the retention.
+ANN_INDEX_DIR = ("_models", "ann")
 
 
 class Stage(NamedTuple):

@@ -197,3 +197,21 @@ def test_two_ingests_of_one_file_at_once_neither_duplicate_nor_lose_a_row(spark,
         assert code == 0 or "concurrent write conflict" in out, out[-3000:]
     # The loser saw the conflict: it retried from the winner's version (writing nothing) or failed naming it.
     assert any("concurrent write conflict" in out for out in outputs), outputs
+
+
+def test_maintain_prunes_ann_indexes_untouched_for_the_retention(lake):
+    from recsys_spark.lake.maintain import MaintainConfig, prune_ann_indexes
+
+    old, fresh = (
+        Path(lake.path("_models", "ann", "deepwalk", "v3")),
+        Path(lake.path("_models", "ann", "deepwalk", "v4")),
+    )
+    for folder in (old, fresh):
+        folder.mkdir(parents=True)
+        (folder / "index.faiss").write_bytes(b"x")
+    week_ago = dt.datetime.now().timestamp() - 8 * 24 * 3600
+    os.utime(old / "index.faiss", (week_ago, week_ago))
+    cfg = MaintainConfig(lake=lake.root, retention_hours=168.0)
+    assert prune_ann_indexes(lake, MaintainConfig(lake=lake.root, dry_run=True)) and old.exists()
+    assert [Path(p).name for p in prune_ann_indexes(lake, cfg)] == ["v3"]
+    assert not old.exists() and (fresh / "index.faiss").exists()

@@ -15,6 +15,10 @@ Per table, in this order:
 3. **Staging leftovers.** `<table>/_staging/<run>/` folders older than `grace_hours` (a killed job's
    half-written output) are deleted. The grace period protects writers still running.
 
+Once per run, outside the tables: **ANN indexes** (`_models/ann/<channel>/<version>/`, one per vector
+version and, with new items filled in, per day) whose newest file is older than `retention_hours` are
+deleted. They are a cache: recall rebuilds the index of a version it needs and finds missing.
+
 Only the delta-rs engine is maintained here; on the Spark Delta engine use Delta's OPTIMIZE/VACUUM.
 """
 
@@ -31,6 +35,7 @@ from urllib.parse import unquote
 
 import pyarrow.fs as pafs
 
+from recsys_spark.catalog import ANN_INDEX_DIR
 from recsys_spark.config import CommonConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.lake.commit import STAGING_DIR, CommitConflict, delete_quietly, filesystem
@@ -89,7 +94,37 @@ def run(cfg: MaintainConfig, spark, lake) -> int:
         summary = maintain_table(lake, table, cfg)
         log.info("maintain: %s", summary.line())
         print(summary.line(), flush=True)
+    if not cfg.tables:
+        pruned = prune_ann_indexes(lake, cfg)
+        print(f"ann indexes: deleted {len(pruned)} untouched for {cfg.retention_hours:g}h", flush=True)
     return 0
+
+
+def prune_ann_indexes(lake, cfg: MaintainConfig) -> list[str]:
+    """Delete the ANN index folders whose newest file is older than the retention; their paths."""
+    fs, root = filesystem(lake.path(*ANN_INDEX_DIR))
+    cutoff = time.time() - cfg.retention_hours * 3600
+    pruned = []
+    try:
+        channels = [i for i in fs.get_file_info(pafs.FileSelector(root)) if i.type == pafs.FileType.Directory]
+    except FileNotFoundError:
+        return pruned
+    for channel in channels:
+        for info in fs.get_file_info(pafs.FileSelector(channel.path)):
+            if info.type != pafs.FileType.Directory:
+                continue
+            files = [
+                c.mtime.timestamp() if c.mtime else time.time()
+                for c in fs.get_file_info(pafs.FileSelector(info.path, recursive=True))
+                if c.type == pafs.FileType.File
+            ]  # the files' times: a folder's own mtime only says when its last entry was added
+            if max(files, default=info.mtime.timestamp() if info.mtime else time.time()) > cutoff:
+                continue
+            log.info("maintain: deleting ANN index %s/%s", channel.base_name, info.base_name)
+            pruned.append(info.path)
+            if not cfg.dry_run:
+                delete_quietly(fs, info.path, directory=True)
+    return pruned
 
 
 def maintain_table(lake, table: str, cfg: MaintainConfig) -> MaintainSummary:

@@ -40,6 +40,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark.candidates.lists import vector_candidates
+from recsys_spark.catalog import ANN_INDEX_DIR
 from recsys_spark.config import option
 from recsys_spark.lake.commit import filesystem, read_bytes, write_atomically
 
@@ -108,7 +109,7 @@ def index_folder(lake, source: str, version: str) -> str:
     str
         The folder's URI (local path on a local lake).
     """
-    return lake.path("_models", "ann", source, version)
+    return lake.path(*ANN_INDEX_DIR, source, version)
 
 
 def _build_params(params: AnnParams) -> dict:
