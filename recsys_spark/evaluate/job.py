@@ -37,6 +37,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.candidates import lists as channels
 from recsys_spark.candidates.cohorts import cohort_candidates, cohort_click_counts, user_cohorts
+from recsys_spark.candidates.cold_items import NewItemParams, with_new_item_vectors
 from recsys_spark.candidates.exclusions import ExposureParams, over_exposed, seen_pairs
 from recsys_spark.catalog import WALK_METHODS
 from recsys_spark.config import DatedConfig, option
@@ -78,7 +79,7 @@ ChannelLists = tuple[Lists, Lists | None]
 
 
 @dataclass
-class EvaluateConfig(ExposureParams, DatedConfig):
+class EvaluateConfig(NewItemParams, ExposureParams, DatedConfig):
     """Recall@K, NDCG@K, HitRate@K of each recall channel and AUC/uAUC/log-loss of the ranker on --date,
     using only what was built before it."""
 
@@ -138,15 +139,27 @@ def _vector_channel(
 
 
 def embedding_lists(
-    lake, method: str, day: dt.date, hist: DataFrame, k: int, exclude: dict | None = None
+    lake,
+    method: str,
+    day: dt.date,
+    hist: DataFrame,
+    k: int,
+    exclude: dict | None = None,
+    new_item_days: int | None = None,
 ) -> ChannelLists | None:
-    """Graph embeddings: a user is the mean of the vectors of their history items."""
+    """Graph embeddings: a user is the mean of the vectors of their history items. With `new_item_days`,
+    the items new by D−1 without a vector get recall's day-0 neighbour average (candidates.cold_items)."""
     version = version_before(lake, "item_embeddings", day, method)
     if version is None:
         return None
     vectors = (
         lake.read("item_embeddings", version).filter(F.col("method") == method).select("item_id", "vector")
     )
+    if new_item_days and lake.exists("items"):
+        before = day - dt.timedelta(days=1)
+        vectors = with_new_item_vectors(lake.read("items"), vectors, before, new_item_days).select(
+            "item_id", "vector"
+        )
     items = vectors.toPandas()
     index = {item: n for n, item in enumerate(items["item_id"])}
     matrix = np.stack(items["vector"].to_numpy()).astype(np.float64)
@@ -424,7 +437,8 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> RecallResu
                 )
             record(name, found, f"{table}@v{version}")
         elif name in WALK_METHODS:
-            record(name, embedding_lists(lake, name, day, hist, k, seen), f"item_embeddings[{name}]")
+            found = embedding_lists(lake, name, day, hist, k, seen, cfg.new_item_days)
+            record(name, found, f"item_embeddings[{name}]")
         elif name == "popularity":
             first = day - dt.timedelta(days=cfg.popularity_days)
             counts = (
