@@ -193,3 +193,10 @@ def test_stream_heartbeat_has_the_catalogued_fields(lake):
     document = json.loads(Path(lake.path(*catalog.HEARTBEAT_PATH)).read_text())
     assert set(catalog.HEARTBEAT_FIELDS) <= set(document)
     assert document["state"] in catalog.STREAM_STATES
+
+
+def test_every_daily_job_has_its_spark_submit_script():
+    # The DAG's SparkJobOperator runs jobs/<job with - as _>.py (business-metrics -> business_metrics.py).
+    jobs = {s.job for s in catalog.DAILY_STAGES} | set(catalog.UPKEEP_JOBS)
+    missing = [j for j in sorted(jobs) if not (ROOT / "jobs" / f"{j.replace('-', '_')}.py").exists()]
+    assert not missing, missing
