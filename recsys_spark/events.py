@@ -52,6 +52,31 @@ def window_bounds(date: dt.date, window_days: int) -> tuple[dt.date | None, dt.d
     return first, date
 
 
+def clicks_in_window(events: DataFrame, day: dt.date, days: int) -> DataFrame:
+    """The `click` events of the `days` days ending at `day` (both inclusive): what popularity counts.
+
+    Parameters
+    ----------
+    events : DataFrame
+        The `events` table.
+    day : datetime.date
+        Last day (inclusive).
+    days : int
+        Window length, >= 1.
+
+    Returns
+    -------
+    DataFrame
+        The `events` rows that are clicks on those days, same columns.
+    """
+    if days < 1:
+        raise ValueError(f"days must be >= 1, got {days}")
+    first, last = window_bounds(day, days)
+    return events.filter(
+        (F.col("dt") >= F.lit(first)) & (F.col("dt") <= F.lit(last)) & (F.col("event") == F.lit("click"))
+    )
+
+
 def event_weight(weights: Mapping[str, float] | None = None) -> Column:
     """The weight of each row's `event` (0.0 for a type not in `weights`), as a Spark column.
 

@@ -22,6 +22,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.candidates.lists import check_k, rank_top_k
+from recsys_spark.events import clicks_in_window
 
 
 def user_cohorts(users: DataFrame) -> DataFrame:
@@ -63,10 +64,8 @@ def cohort_click_counts(events: DataFrame, cohorts: DataFrame, day: dt.date, day
     DataFrame
         `(cohort, item_id, count long)`, shape (cohorts × items clicked, 3).
     """
-    first = day - dt.timedelta(days=days - 1)
-    window = (F.col("dt") >= F.lit(first)) & (F.col("dt") <= F.lit(day)) & (F.col("event") == "click")
     return (
-        events.filter(window)
+        clicks_in_window(events, day, days)
         .select("user_id", "item_id")
         .join(cohorts.filter(F.col("cohort").isNotNull()), "user_id")
         .groupBy("cohort", "item_id")

@@ -39,17 +39,11 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-SIMILARITY_TABLES = ("itemcf_sim", "swing_sim")
+from recsys_spark.candidates.cold_items import new_item_window
+from recsys_spark.catalog import SIMILARITY_TABLES as CATALOG_SIMILARITY
 
-
-def _window(day: dt.date, new_item_days: int) -> tuple[dt.datetime, dt.datetime]:
-    # The same window as candidates.cold_items.new_item_window (rerank's slots, recall's vectors),
-    # restated so this module depends on nothing above the lake.
-    if new_item_days < 1:
-        raise ValueError(f"new_item_days must be >= 1, got {new_item_days}")
-    start = dt.datetime.combine(day - dt.timedelta(days=new_item_days - 1), dt.time(), dt.timezone.utc)
-    end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
-    return start, end
+# The item-to-item tables a new item has to reach (ItemCF, Swing).
+SIMILARITY_TABLES = tuple(CATALOG_SIMILARITY[algo] for algo in ("itemcf", "swing"))
 
 
 def _day(day: dt.date | str) -> dt.date:
@@ -97,7 +91,7 @@ def new_item_share(
         If `new_item_days` < 1.
     """
     day = _day(day)
-    start, end = _window(day, new_item_days)
+    start, end = new_item_window(day, new_item_days)
     created = F.col("created_ts")
     is_new = (created >= F.lit(start)) & (created < F.lit(end))
     if "dt" in recommendations.columns:
@@ -175,7 +169,7 @@ def new_vs_old_ctr(
     """
     day = _day(day)
     held_out = day + dt.timedelta(days=1)
-    start, end = _window(day, new_item_days)
+    start, end = new_item_window(day, new_item_days)
     if "dt" in events.columns:
         events = events.filter(F.col("dt") == F.lit(held_out))
     per_item = (

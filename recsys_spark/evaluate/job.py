@@ -50,7 +50,7 @@ from recsys_spark.evaluate.metrics import (
     topk_metrics,
     uauc,
 )
-from recsys_spark.events import interest_weights
+from recsys_spark.events import clicks_in_window, interest_weights
 from recsys_spark.samples.features import ITEM_DENSE, last_n_clicks
 from recsys_spark.samples.recall import hash_uniform, positives
 
@@ -440,18 +440,16 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> RecallResu
             found = embedding_lists(lake, name, day, hist, k, seen, cfg.new_item_days)
             record(name, found, f"item_embeddings[{name}]")
         elif name == "popularity":
-            first = day - dt.timedelta(days=cfg.popularity_days)
+            first, before = day - dt.timedelta(days=cfg.popularity_days), day - dt.timedelta(days=1)
             counts = (
-                events.filter(
-                    (F.col("dt") < F.lit(day)) & (F.col("dt") >= F.lit(first)) & (F.col("event") == "click")
-                )
+                clicks_in_window(events, before, cfg.popularity_days)
                 .groupBy("item_id")
                 .agg(F.count(F.lit(1)).alias("count"))
             )
             found = spark_lists(
                 lambda ex, counts=counts: channels.popularity_candidates(users, counts, k, exclude=ex)
             )
-            record(name, found, f"clicks {first}..{day - dt.timedelta(days=1)}")
+            record(name, found, f"clicks {first}..{before}")
         elif name == "cohort":
             if not lake.exists("users"):
                 record(name, None, None)

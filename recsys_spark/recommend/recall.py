@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.catalog import WALK_METHODS
 from recsys_spark.errors import UsageError
+from recsys_spark.events import clicks_in_window
 from recsys_spark.samples.features import last_n_clicks
 
 # The recall channels, in the order they run (and are documented); names as in evaluation's report.
@@ -265,9 +266,7 @@ def click_counts(events: DataFrame, day: dt.date, days: int) -> DataFrame:
     DataFrame
         `(item_id, count long)`, shape (items, 2).
     """
-    first = day - dt.timedelta(days=days - 1)
-    window = (F.col("dt") >= F.lit(first)) & (F.col("dt") <= F.lit(day)) & (F.col("event") == "click")
-    return events.filter(window).groupBy("item_id").agg(F.count(F.lit(1)).alias("count"))
+    return clicks_in_window(events, day, days).groupBy("item_id").agg(F.count(F.lit(1)).alias("count"))
 
 
 def merge_channels(lists: Mapping[str, DataFrame]) -> DataFrame:
