@@ -169,7 +169,9 @@ def job_command(job: str, params: dict[str, Any], job_args: Sequence[str], home:
     """The full argv: spark-submit [options] jobs/<job>.py --lake L --master M --engine E [job args]."""
     common = ["--lake", str(params["lake"]), "--master", str(params["spark_master"])]
     common += ["--engine", str(params["engine"])]
-    script = str(home / "jobs" / f"{job.replace('-', '_')}.py")  # business-metrics -> jobs/business_metrics.py
+    script = str(
+        home / "jobs" / f"{job.replace('-', '_')}.py"
+    )  # business-metrics -> jobs/business_metrics.py
     return [spark_submit_binary(home), *submit_arguments(params), script, *common, *job_args]
 
 

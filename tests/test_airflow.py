@@ -286,7 +286,13 @@ def test_daily_dag_tasks_and_dependencies(described):
     # Validation: a task listing the tables of the param, then one mapped `validate` per table.
     assert down("validate_inputs.tables") == {"validate_inputs.validate"}
     assert down("validate_inputs.validate") == {"stats"}
-    assert down("stats") == {"similarity.itemcf", "similarity.swing", "similarity.usercf", "profiles", "buckets"}
+    assert down("stats") == {
+        "similarity.itemcf",
+        "similarity.swing",
+        "similarity.usercf",
+        "profiles",
+        "buckets",
+    }
     assert down("profiles") == {"samples"} and down("buckets") == {"recommend"}
     for algo in catalog.SIMILARITY_ALGOS:
         assert down(f"similarity.{algo}") == {"graph"}
@@ -385,7 +391,9 @@ def test_helpers_heartbeat_and_publish_arguments(airflow, tmp_path):
         "--conf", "spark.executor.instances=4", "--conf", "spark.hadoop.fs.s3a.secret.key=s3cr3t",
     ]  # fmt: skip
     assert out["submit_yarn"][4:8] == ["--executor-memory", "8g", "--executor-cores", "4"]
-    assert out["publish_all"].startswith("--tables daily_counts user_stats item_stats user_profiles itemcf_sim")
+    assert out["publish_all"].startswith(
+        "--tables daily_counts user_stats item_stats user_profiles itemcf_sim"
+    )
     some = out["publish_some"].split()
     assert "usercf_sim" not in some and "itemcf_sim" in some
     assert some[some.index("--models") + 1] == "none"

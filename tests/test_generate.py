@@ -295,3 +295,83 @@ def test_generator_code_has_no_udf_rand_or_collect():
     source = inspect.getsource(gen_tables)
     assert "collect(" not in source and "toPandas" not in source and "F.udf" not in source
     assert "rand(" not in source and "randn(" not in source
+
+
+def _truth_frames(spark):
+    """Two clusters of a 5-item catalogue (cluster c holds items i ≡ c mod 2) and two users."""
+    items = [("i0", 0, 0, 1.0), ("i1", 1, 0, 1.2), ("i2", 0, 1, 0.8), ("i3", 1, 1, 1.0), ("i4", 0, 2, 1.5)]
+    truth_items = spark.createDataFrame(
+        items, "item_id string, cluster int, popularity_rank int, quality double"
+    )
+    truth_users = spark.createDataFrame(
+        [("u0", [0], [1.0], 1.0), ("u1", [1, 0], [0.7, 0.3], 1.0)],
+        "user_id string, clusters array<int>, weights array<double>, activity double",
+    )
+    day = dt.date(2026, 11, 3)
+    midnight = dt.datetime.combine(day, dt.time())
+    created = {"i4": midnight + dt.timedelta(hours=12), "i3": midnight + dt.timedelta(days=1, hours=1)}
+    catalogue = spark.createDataFrame(
+        [(i, created.get(i, midnight - dt.timedelta(days=5))) for i, *_ in items],
+        "item_id string, created_ts timestamp",
+    )
+    return items, truth_items, truth_users, catalogue, day
+
+
+def test_expected_clicks_follow_the_generators_formula(spark):
+    from recsys_spark.generate.truth import expected_clicks
+
+    with_utc = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    try:
+        items, truth_items, truth_users, catalogue, day = _truth_frames(spark)
+        cfg = GenerateConfig(
+            items=5, clusters=2, explore=0.1, base_ctr=0.1, taste_boost=3.0, popularity_exponent=1.2
+        )
+        got = {
+            (r.user_id, r.item_id): r.score
+            for r in expected_clicks(
+                truth_users.select("user_id"), truth_items, truth_users, catalogue, cfg, day, 10
+            ).collect()
+        }
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", with_utc)
+    # Reference from the formula: P(segment) · P(rank | n) · ctr · live share of the day.
+    sizes = {c: sum(1 for _, cc, _, _ in items if cc == c) for c in (0, 1)}
+    live = {"i4": 0.5, "i3": 0.0}
+    tastes = {"u0": {0: 1.0}, "u1": {1: 0.7, 0: 0.3}}
+    a = 1.2
+    want = {}
+    for user, weights in tastes.items():
+        for item, c, rank, quality in items:
+            if live.get(item, 1.0) == 0:
+                continue
+            segment = 0.9 * weights.get(c, 0.0) + 0.1 / 2
+            p_rank = ((rank + 2) ** (1 - a) - (rank + 1) ** (1 - a)) / ((sizes[c] + 1) ** (1 - a) - 1)
+            ctr = min(0.95, 0.1 * quality * (3.0 if c in weights else 1.0))
+            want[(user, item)] = segment * p_rank * ctr * live.get(item, 1.0)
+    assert set(got) == set(want)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9), key
+
+
+def test_true_probabilities_are_calibrated_on_generated_events(spark, tables):
+    """The oracle's numbers are the generator's own: they predict the day's clicks and labels."""
+    from recsys_spark.evaluate.metrics import auc
+    from recsys_spark.generate.truth import expected_clicks, label_probabilities
+    from recsys_spark.samples.ranking import rank_examples
+
+    events = tables["events"]
+    day = events.agg(F.max("dt")).first()[0]
+    of_day = events.filter(F.col("dt") == day)
+    truth = (tables["truth_items"], tables["truth_users"])
+    rows = label_probabilities(rank_examples(of_day), *truth, SMALL, ["click", "like"]).toPandas()
+    assert rows["oracle_click"].mean() == pytest.approx(rows["label_click"].mean(), rel=0.05)
+    assert rows["oracle_like"].mean() == pytest.approx(rows["label_like"].mean(), rel=0.15)
+    assert auc(rows["label_click"].to_numpy(), rows["oracle_click"].to_numpy()) > 0.75
+    # Expected clicks per impression × each user's impressions of D ≈ the clicks of D.
+    users = tables["users"].select("user_id")
+    scores = expected_clicks(users, *truth, tables["items"], SMALL, day, SMALL.items)
+    shown = of_day.filter(F.col("event") == "impression").groupBy("user_id").count()
+    predicted = scores.join(shown, "user_id").agg(F.sum(F.col("score") * F.col("count"))).first()[0]
+    clicks = of_day.filter(F.col("event") == "click").count()
+    assert predicted == pytest.approx(clicks, rel=0.1)

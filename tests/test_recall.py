@@ -229,7 +229,12 @@ def tiny_lake(spark, tmp_path_factory):
         "item_embeddings", vectors, "method", ["deepwalk"], metadata={"date": str(day), "method": "deepwalk"}
     )
     # What `stream` keeps for D: session co-occurrence counts, the session channel's neighbours.
-    pairs = [(i, str(j), int(n), day) for i in items for j, n in zip(rng.choice(items, 3), rng.integers(1, 5, 3)) if i != j]
+    pairs = [
+        (i, str(j), int(n), day)
+        for i in items
+        for j, n in zip(rng.choice(items, 3), rng.integers(1, 5, 3))
+        if i != j
+    ]
     lake.overwrite_dates(
         "stream_cooccurrence",
         spark.createDataFrame(pairs, "item_id string, other_item_id string, count long, dt date").withColumn(
@@ -316,7 +321,12 @@ def test_new_users_and_cohort_popularity_match_their_definitions(spark):
     ]
     items = [f"i{n}" for n in range(15)]
     events = [
-        (u, rng.choice(items), rng.choice(["click", "click", "impression"]), day - dt.timedelta(days=rng.randint(0, 12)))
+        (
+            u,
+            rng.choice(items),
+            rng.choice(["click", "click", "impression"]),
+            day - dt.timedelta(days=rng.randint(0, 12)),
+        )
         for u, *_ in rng.sample(users, 30)
         for _ in range(rng.randint(1, 6))
     ]
@@ -365,7 +375,11 @@ def test_new_users_and_cohort_popularity_match_their_definitions(spark):
 
 
 def test_session_neighbours_sum_the_stream_days(spark):
-    rows = [("a", "b", 2, dt.date(2026, 3, 1)), ("a", "b", 3, dt.date(2026, 3, 2)), ("b", "a", 5, dt.date(2026, 3, 2))]
+    rows = [
+        ("a", "b", 2, dt.date(2026, 3, 1)),
+        ("a", "b", 3, dt.date(2026, 3, 2)),
+        ("b", "a", 5, dt.date(2026, 3, 2)),
+    ]
     frame = spark.createDataFrame(rows, "item_id string, other_item_id string, count long, dt date")
     got = {(r.item_id, r.sim_item_id): r.score for r in session_neighbours(frame).collect()}
     assert got == {("a", "b"): 5.0, ("b", "a"): 5.0}

@@ -17,6 +17,11 @@ withheld from each user (engaged with, r > 0, before D; and over-exposed by D−
 `--max-exposures` / `--exposure-days`, the rule of `candidates.exclusions`) are removed from its list
 before the top-K cut, and from the truth; those numbers go to `recall_exclude_seen`, while `recall` keeps the lists as the channels rank them.
 
+On a generated lake every number has its limit beside it (`evaluate.references`): channel `oracle`
+lists each user's items by the generator's true expected clicks of D, and per ranking task
+`oracle_auc` / `oracle_uauc` rank the shown pairs by their true label probability
+(`generate.truth`). Channels `als` and `ease` are the classic baselines, trained on the same window.
+
 `--variant-by LAYER` adds the A/B readout of the final lists per variant (`variants`). The online
 side of the same day goes to `business`: the business metrics (`experiments.business`) of D, the day
 the lists of D−1 were served, and of the 7 days before it, overall and per variant of that layer.
@@ -50,13 +55,16 @@ from recsys_spark.evaluate.metrics import (
     topk_metrics,
     uauc,
 )
+from recsys_spark.evaluate.references import REFERENCE_CHANNELS, BaselineParams, reference_lists
 from recsys_spark.events import clicks_in_window, interest_weights
+from recsys_spark.generate.truth import generated_config, label_probabilities
 from recsys_spark.samples.features import ITEM_DENSE, last_n_clicks
 from recsys_spark.samples.recall import hash_uniform, positives
 
 log = logging.getLogger(__name__)
 
 CHANNELS = (
+    "oracle",
     "two_tower",
     "swing",
     "itemcf",
@@ -66,6 +74,8 @@ CHANNELS = (
     "profile",
     "cohort",
     "popularity",
+    "als",
+    "ease",
     "final",
     "ranked",
 )
@@ -79,7 +89,7 @@ ChannelLists = tuple[Lists, Lists | None]
 
 
 @dataclass
-class EvaluateConfig(NewItemParams, ExposureParams, DatedConfig):
+class EvaluateConfig(NewItemParams, ExposureParams, BaselineParams, DatedConfig):
     """Recall@K, NDCG@K, HitRate@K of each recall channel and AUC/uAUC/log-loss of the ranker on --date,
     using only what was built before it."""
 
@@ -469,6 +479,9 @@ def recall_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> RecallResu
         elif name == "two_tower":
             found, version = two_tower_lists(spark, lake, day, users, k, seen)
             record(name, found, f"two_tower {version}" if version else None)
+        elif name in REFERENCE_CHANNELS:
+            found, source = reference_lists(name, lake, events, day, users, k, cfg, seen, spark_lists)
+            record(name, found, source)
         elif name in LIST_TABLES:
             found, source = table_lists(lake, name, day, users, k, seen_rows)
             if found is None:
@@ -532,7 +545,13 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
     _, rank = build_samples(lake, day, SamplesConfig(date=day, hard_negative_channel="none"))
     users = sample_users(rank, cfg.max_rank_users, cfg.seed)
     rows = rank.join(users, "user_id")
-    frame = _encoded_rows(spark, rows, f"{url}/vocab", "ranker", model.sizes.hist_len, ("item_dense",))
+    keep: tuple[str, ...] = ("item_dense",)
+    generated = generated_config(lake)
+    if generated is not None:  # the limit: the shown pairs ranked by their true label probability
+        truth = (lake.read("truth_items"), lake.read("truth_users"))
+        rows = label_probabilities(rows, *truth, generated, model.tasks)
+        keep += tuple(f"oracle_{t}" for t in model.tasks)
+    frame = _encoded_rows(spark, rows, f"{url}/vocab", "ranker", model.sizes.hist_len, keep)
     if frame.empty:
         return {}, {}, version, 0
     probs: dict[str, list] = {t: [] for t in model.tasks}
@@ -550,9 +569,22 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
     for task in model.tasks:
         y, p = frame[f"label_{task}"].to_numpy(), np.concatenate(probs[task])
         ranking[task] = {"auc": auc(y, p), "uauc": uauc(users_col, y, p), "logloss": logloss(y, p)}
+        if f"oracle_{task}" in frame:
+            ranking[task].update(oracle_ranking(users_col, y, frame[f"oracle_{task}"].to_numpy(float)))
         b = baseline_scores(dense, task)
         baselines[task] = {"auc": auc(y, b), "uauc": uauc(users_col, y, b), "logloss": logloss(y, b)}
     return ranking, baselines, version, len(frame)
+
+
+def oracle_ranking(users: np.ndarray, y: np.ndarray, truth: np.ndarray) -> dict:
+    """`oracle_auc`, `oracle_uauc`: AUC/uAUC of the true probabilities (rows without truth left out)."""
+    known = ~np.isnan(truth)
+    if not known.any():
+        return {}
+    return {
+        "oracle_auc": auc(y[known], truth[known]),
+        "oracle_uauc": uauc(users[known], y[known], truth[known]),
+    }
 
 
 def baseline_scores(item_dense: np.ndarray, task: str) -> np.ndarray:
@@ -630,6 +662,11 @@ def run(cfg: EvaluateConfig, spark, lake) -> int:
         base = baselines.get(task, {})
         print(
             f"  ranker {task:<6} auc {metrics['auc']:.4f} (baseline {base.get('auc', float('nan')):.4f})  uauc {metrics['uauc']:.4f}  logloss {metrics['logloss']:.4f}"
+            + (
+                f"  oracle auc {metrics['oracle_auc']:.4f} uauc {metrics['oracle_uauc']:.4f}"
+                if "oracle_auc" in metrics
+                else ""
+            )
         )
     if not recall and not ranking:
         print(f"  nothing to evaluate: no channel or model was built before {day}")

@@ -38,6 +38,10 @@ BASELINE_LABEL = "statistics-only baseline"
 LOWER_IS_BETTER = frozenset({"logloss"})
 RECALL_METRIC_ORDER = ("recall", "ndcg", "hitrate", "coverage", "ild", "category_ild", "novelty")
 RANKING_METRIC_ORDER = ("auc", "uauc", "logloss")
+# `oracle_auc` / `oracle_uauc` of a task: the generator's true probabilities, shown as their own row.
+ORACLE_PREFIX = "oracle_"
+ORACLE_LABEL = "oracle (true probability)"
+ORACLE_CHANNEL = "oracle"
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 POINT_COLOURS = (*COLOURS, "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -158,7 +162,9 @@ def _facts_table(facts: Mapping[str, Any]) -> str:
 
 def _recall_table(recall: Mapping[str, Mapping[str, Any]]) -> str:
     metrics = _metric_order([m for values in recall.values() for m in values], RECALL_METRIC_ORDER)
-    best = {m: _best([values.get(m) for values in recall.values()], m) for m in metrics}
+    # The best channel is marked among those a user could deploy: the oracle is the limit, not a rival.
+    rivals = [values for channel, values in recall.items() if channel != ORACLE_CHANNEL]
+    best = {m: _best([values.get(m) for values in rivals], m) for m in metrics}
     head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
     body = "".join(
         f"<tr><th>{html.escape(str(channel))}</th>"
@@ -169,18 +175,28 @@ def _recall_table(recall: Mapping[str, Mapping[str, Any]]) -> str:
     return f"<table><thead><tr><th>channel</th>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _split_oracle(values: Mapping[str, Any]) -> tuple[dict, dict | None]:
+    """A task's metrics as the model's, and the oracle's (`oracle_auc` → `auc`; None without)."""
+    model = {m: v for m, v in values.items() if not m.startswith(ORACLE_PREFIX)}
+    oracle = {m[len(ORACLE_PREFIX) :]: v for m, v in values.items() if m.startswith(ORACLE_PREFIX)}
+    return model, oracle or None
+
+
 def _ranking_table(ranking: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Any]) -> str:
+    split = {task: _split_oracle(values) for task, values in ranking.items()}
     metrics = _metric_order(
-        [m for values in ranking.values() for m in values]
+        [m for model, _ in split.values() for m in model]
         + [m for task in ranking if isinstance(baselines.get(task), Mapping) for m in baselines[task]],
         RANKING_METRIC_ORDER,
     )
     head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
     rows = []
-    for task, values in ranking.items():
+    for task, (values, oracle) in split.items():
         baseline = baselines.get(task) if isinstance(baselines.get(task), Mapping) else None
         group = [("model", values)] + ([(BASELINE_LABEL, baseline)] if baseline is not None else [])
-        best = {m: _best([v.get(m) for _, v in group], m, at_least=2) for m in metrics}
+        group += [(ORACLE_LABEL, oracle)] if oracle is not None else []
+        rivals = [v for label, v in group if label != ORACLE_LABEL]
+        best = {m: _best([v.get(m) for v in rivals], m, at_least=2) for m in metrics}
         for i, (label, row) in enumerate(group):
             task_cell = f'<th rowspan="{len(group)}">{html.escape(str(task))}</th>' if i == 0 else ""
             cells = "".join(_cell(row.get(m), best[m]) for m in metrics)
@@ -403,6 +419,8 @@ def _auc_chart(ranking: Mapping[str, Mapping[str, Any]], baselines: Mapping[str,
                 [baselines[t].get("auc") if isinstance(baselines.get(t), Mapping) else None for t in tasks],
             )
         )
+    if any(f"{ORACLE_PREFIX}auc" in ranking[t] for t in tasks):
+        series.append((ORACLE_LABEL, [ranking[t].get(f"{ORACLE_PREFIX}auc") for t in tasks]))
     return bar_chart_svg(
         "AUC per task: model vs baseline", tasks, series, vmax=1.0, reference=(0.5, "random")
     )

@@ -132,9 +132,9 @@ def new_users(events: DataFrame, users: DataFrame | None, day: dt.date, new_user
         return fresh
     start = dt.datetime.combine(first, dt.time(), dt.timezone.utc)
     end = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
-    signed_up = users.filter(
-        (F.col("signup_ts") >= F.lit(start)) & (F.col("signup_ts") < F.lit(end))
-    ).select("user_id")
+    signed_up = users.filter((F.col("signup_ts") >= F.lit(start)) & (F.col("signup_ts") < F.lit(end))).select(
+        "user_id"
+    )
     never_seen = signed_up.join(known, "user_id", "left_anti")
     return fresh.unionByName(never_seen).distinct()
 

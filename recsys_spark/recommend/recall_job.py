@@ -130,7 +130,10 @@ class _Run:
         # popularity channels still list them).
         self.new_users = new_users(self.events, self.user_table, self.day, cfg.new_user_days).cache()
         self.users = (
-            active_users(self.events, self.day, cfg.active_days).unionByName(self.new_users).distinct().cache()
+            active_users(self.events, self.day, cfg.active_days)
+            .unionByName(self.new_users)
+            .distinct()
+            .cache()
         )
         self.seen = seen_pairs(self.events, self.day, self.users).cache() if cfg.exclude_seen else None
         self.history = recent_history(
