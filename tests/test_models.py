@@ -77,8 +77,9 @@ def outputs(model, b) -> torch.Tensor:
         )
 
 
-def reference_loss(model: TwoTower, b, log_q: torch.Tensor) -> float:
-    """Weighted softmax CE over the batch's unique items, one positive at a time, in float64."""
+def reference_loss(model: TwoTower, b, log_q: torch.Tensor, own_negatives: bool = True) -> float:
+    """Weighted softmax CE over the batch's unique items, one positive at a time, in float64; the
+    items of the positive's user's own label-0 rows are not logQ-corrected."""
     with torch.no_grad():
         u = model.user_vectors(b).double().numpy()
         cands = sorted(set(b["item_idx"].tolist()))
@@ -87,7 +88,15 @@ def reference_loss(model: TwoTower, b, log_q: torch.Tensor) -> float:
     for p in range(len(b["label"])):
         if b["label"][p] != 1:
             continue
-        logits = [float(u[p] @ v[c]) / model.temperature - float(log_q[c]) for c in cands]
+        own = {
+            int(b["item_idx"][r])
+            for r in range(len(b["label"]))
+            if b["label"][r] == 0 and int(b["user_idx"][r]) == int(b["user_idx"][p])
+        } - {int(b["item_idx"][p])}
+        own = own if own_negatives else set()
+        logits = [
+            float(u[p] @ v[c]) / model.temperature - (0.0 if c in own else float(log_q[c])) for c in cands
+        ]
         top = max(logits)
         lse = top + math.log(sum(math.exp(x - top) for x in logits))
         w = float(b["weight"][p])
@@ -111,6 +120,17 @@ def test_two_tower_loss_matches_naive_reference(seed):
     assert model.loss(b, log_q).item() == pytest.approx(reference_loss(model, b, log_q), abs=1e-5)
 
 
+def test_a_users_own_negatives_keep_their_full_logit():
+    """Rows grouped by user (as the store batches them): own negatives are not logQ-corrected."""
+    model = two_tower()
+    b = batch(n=30, seed=5)
+    b["user_idx"] = torch.arange(30) % 3 + 1
+    log_q = torch.log_softmax(3 * torch.randn(SIZES.n_items, generator=gen(6)), 0)
+    got = model.loss(b, log_q).item()
+    assert got == pytest.approx(reference_loss(model, b, log_q), abs=1e-5)
+    assert abs(got - reference_loss(model, b, log_q, own_negatives=False)) > 1e-3
+
+
 def test_logq_correction_changes_loss_as_the_formula_says():
     model = two_tower()
     b = batch(n=30, seed=3)
@@ -120,7 +140,12 @@ def test_logq_correction_changes_loss_as_the_formula_says():
     assert plain == pytest.approx(reference_loss(model, b, zeros), abs=1e-5)
     assert corrected == pytest.approx(reference_loss(model, b, log_q), abs=1e-5)
     assert abs(corrected - plain) > 1e-2
-    assert model.loss(b, log_q + 5.0).item() == pytest.approx(corrected, abs=1e-5)  # softmax shift
+    # Softmax shift: adding a constant to log q changes nothing when no row is a user's own negative
+    # (distinct users); own negatives keep their logit, so there it does.
+    distinct = {**b, "user_idx": torch.arange(30) + 1}
+    assert model.loss(distinct, log_q + 5.0).item() == pytest.approx(
+        model.loss(distinct, log_q).item(), abs=1e-5
+    )
     # One positive: raising q of its own item lowers its logit, so its loss must grow.
     one = {k: v[:8].clone() for k, v in b.items()}
     one["label"] = torch.tensor([1.0] + [0.0] * 7)

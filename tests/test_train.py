@@ -90,6 +90,30 @@ def test_ranks_read_every_row_exactly_once_per_epoch(store):
     assert not np.array_equal(np.sort(first[:500]), first[:500])  # rows are shuffled, not in id order
 
 
+def test_a_grouped_store_keeps_each_users_rows_in_one_batch(spark, tmp_path):
+    """The two-tower's store: a user's rows arrive together, so its own negatives share its batch."""
+    from pyspark.sql import functions as F
+
+    df = spark.range(600).select(F.col("id").alias("row_id"), (F.col("id") % 100).alias("user_idx"))
+
+    def together(group_by):
+        url = "file://" + str(tmp_path / f"s-{group_by}")
+        assert write_store(df, url, files=3, seed=1, group_by=group_by) == 600
+        batches = [
+            b for rank in (0, 1) for b in iterate_shard(url, rank, 2, 60, 0, seed=3, group_by=group_by)
+        ]
+        assert sorted(np.concatenate([b["row_id"] for b in batches]).tolist()) == list(range(600))
+        batch_of = {}
+        for n, b in enumerate(batches):
+            for user in b["user_idx"].tolist():
+                batch_of.setdefault(user, set()).add(n)
+        return sum(len(ns) == 1 for ns in batch_of.values()) / len(batch_of)
+
+    # 6 rows a user, 60 a batch: only users cut by a batch or row-group boundary are split.
+    assert together("user_idx") > 0.8
+    assert together(None) < 0.05  # rows shuffled alone: a user's 6 rows almost never share a batch
+
+
 def test_a_ranker_saved_before_pair_dense_still_loads_and_scores():
     """A checkpoint from before the profile-match input (its sizes lack `pair_dense_dim`) loads as width 0
     and scores today's batches by ignoring their `pair_dense`; a model trained with it reads it and
@@ -335,8 +359,11 @@ def test_evaluation_report_and_models_beat_baselines(trained):
         ranker, base = report["ranking"][task], report["baselines"][task]
         assert ranker["auc"] > base["auc"] + 0.05, (task, ranker, base)  # measured +0.07 .. +0.09
         assert 0.5 < ranker["uauc"] < 1 and ranker["logloss"] > 0
+        # A generated lake: the generator's true probabilities bound the model (up to sampling noise).
+        assert ranker["auc"] < ranker["oracle_auc"] + 0.02 and ranker["oracle_auc"] > base["auc"], ranker
+        assert 0.5 < ranker["oracle_uauc"] < 1
     html = Path(lake.path("_reports", "evaluation", f"{HELD_OUT}.html")).read_text()
-    assert "two_tower" in html and "<svg" in html
+    assert "two_tower" in html and "<svg" in html and "oracle (true probability)" in html
 
 
 @pytest.mark.slow

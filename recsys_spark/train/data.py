@@ -3,7 +3,9 @@
 The store holds only the model's tensors (`train/features.py` contract): integer indices, fixed-width
 `user_dense` (and, for the ranker, `pair_dense`), and `hist` padded with 0 to `hist_len` (Petastorm's batch reader stacks list columns,
 so they must have one length). Rows are shuffled globally by a seeded hash before they are cut into
-files, so every file is a random slice and row groups split across ranks carry equal work.
+files, so every file is a random slice and row groups split across ranks carry equal work. The
+two-tower's store hashes the user instead of the row: a user's rows stay together, in files, in the
+read buffer and so in batches, where its own hard negatives meet it in the loss.
 
 Ranks shard by row group (`cur_shard=rank, shard_count=size`): each row is read by exactly one rank
 per epoch. Within a rank a shuffle buffer of row groups mixes rows again every epoch.
@@ -97,10 +99,16 @@ def pair_dense_column(df: DataFrame):
     return F.coalesce(F.col("pair_dense").cast("array<float>"), zeros).alias("pair_dense")
 
 
-def write_store(encoded: DataFrame, url: str, files: int, seed: int) -> int:
-    """Shuffle rows by a seeded hash, cut them into `files` Parquet files at `url`; returns the row count."""
-    shuffled = encoded.withColumn("_order", F.xxhash64(F.lit(seed), "row_id"))
-    shuffled.repartition(files, "_order").sortWithinPartitions("_order").drop("_order").write.mode(
+def write_store(encoded: DataFrame, url: str, files: int, seed: int, group_by: str | None = None) -> int:
+    """Shuffle rows by a seeded hash, cut them into `files` Parquet files at `url`; returns the row count.
+
+    With `group_by` (the two-tower's `user_idx`) the hash is of that column, so a group's rows are
+    adjacent in one file: the rows of one user land in the same batches (`iterate_shard`), where the
+    user's own negatives meet the user in the loss.
+    """
+    key = F.col(group_by) if group_by else F.col("row_id")
+    shuffled = encoded.withColumn("_order", F.xxhash64(F.lit(seed), key))
+    shuffled.repartition(files, "_order").sortWithinPartitions("_order", "row_id").drop("_order").write.mode(
         "overwrite"
     ).parquet(url)
     return encoded.sparkSession.read.parquet(url).count()
@@ -131,12 +139,22 @@ def read_table(url: str, columns: list[str] | None = None):
 
 
 def iterate_shard(
-    url: str, rank: int, size: int, batch_size: int, epoch: int, seed: int, buffer_rows: int = 50_000
+    url: str,
+    rank: int,
+    size: int,
+    batch_size: int,
+    epoch: int,
+    seed: int,
+    buffer_rows: int = 50_000,
+    group_by: str | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
     """This rank's rows of one epoch as shuffled mini-batches (dicts of NumPy arrays).
 
     Row groups go round-robin to ranks (Petastorm's sharding), in a seeded random order per epoch;
-    rows are shuffled within a buffer of about `buffer_rows`. The last batch may be short.
+    rows are shuffled within a buffer of about `buffer_rows`. With `group_by` the buffer shuffles
+    groups (a random order of its distinct values, rows shuffled within each), so a group's rows
+    stay adjacent and fill the same batch unless it straddles a batch or row-group boundary. The
+    last batch may be short.
     """
     from petastorm import make_batch_reader
 
@@ -158,17 +176,27 @@ def iterate_shard(
                 pending.append({k: np.asarray(v) for k, v in group._asdict().items()})
                 held += len(pending[-1]["row_id"])
                 if held >= buffer_rows:
-                    yield from _drain(pending, batch_size, rng, keep_tail=True)
+                    yield from _drain(pending, batch_size, rng, keep_tail=True, group_by=group_by)
                     held = sum(len(p["row_id"]) for p in pending)
-    yield from _drain(pending, batch_size, rng, keep_tail=False)
+    yield from _drain(pending, batch_size, rng, keep_tail=False, group_by=group_by)
 
 
-def _drain(pending: list[dict[str, np.ndarray]], batch_size: int, rng: np.random.Generator, keep_tail: bool):
+def _drain(
+    pending: list[dict[str, np.ndarray]],
+    batch_size: int,
+    rng: np.random.Generator,
+    keep_tail: bool,
+    group_by: str | None = None,
+):
     if not pending:
         return
     merged = {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
     pending.clear()
     order = rng.permutation(len(merged["row_id"]))
+    if group_by is not None:  # groups in random order, each group's rows together (shuffled inside)
+        _, group = np.unique(merged[group_by], return_inverse=True)
+        group_rank = rng.permutation(group.max() + 1)[group]
+        order = order[np.argsort(group_rank[order], kind="stable")]
     full = len(order) // batch_size * batch_size if keep_tail else len(order)
     for start in range(0, full, batch_size):
         idx = order[start : start + batch_size]

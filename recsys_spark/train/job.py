@@ -46,6 +46,9 @@ from recsys_spark.train.registry import (
 log = logging.getLogger(__name__)
 
 SAMPLES_TABLE = {"two_tower": "recall_samples", "ranker": "rank_samples"}
+# Stores whose batches keep a user's rows together: the two-tower's loss pairs a user with its own
+# negatives (train/two_tower.py); the ranker's rows stand alone.
+USER_GROUPED = {"two_tower": "user_idx"}
 
 
 @dataclass
@@ -172,7 +175,8 @@ def prepare_training(
     vocabs = read_vocabs(spark, f"{staging}/vocab")
     store, items_url, freq_url = f"{scratch}/store", f"{scratch}/items", f"{scratch}/freq"
     encoded = encode_samples(samples, vocabs, cfg.model, cfg.history_length)
-    rows = write_store(encoded, store, cfg.files or max(8, 4 * cfg.np), cfg.seed)
+    group_by = USER_GROUPED.get(cfg.model)
+    rows = write_store(encoded, store, cfg.files or max(8, 4 * cfg.np), cfg.seed, group_by)
     feats = item_features(lake.read("items"), stats_of(lake, "item_stats", features_day(day)), day)
     item_table(feats, vocabs).coalesce(1).write.parquet(items_url)
     item_frequencies(spark.read.parquet(store)).coalesce(1).write.parquet(freq_url)
@@ -213,6 +217,7 @@ def prepare_training(
         "epochs": cfg.epochs,
         "batch_size": cfg.batch_size,
         "learning_rate": cfg.learning_rate,
+        "group_by": group_by,
     }
 
 
@@ -321,7 +326,39 @@ def _summarise(cfg: TrainConfig, version: str, results: list[dict], rows: int, s
         "param_divergence": first["param_divergence"],
         "train_seconds": max(r["seconds"] for r in results),
         "seconds": seconds,
+        "epochs": loss_curve(results),
     }
+
+
+def loss_curve(results: list[dict]) -> list[dict]:
+    """Per epoch over all ranks: rows, row-weighted mean loss, rows/s (rows over the slowest rank's time).
+
+    Parameters
+    ----------
+    results : list of dict
+        The ranks' results (`train.loop.train_model`), each with its `epochs` entries.
+
+    Returns
+    -------
+    list of dict
+        `{"epoch", "rows", "mean_loss", "rows_per_second"}` per epoch.
+    """
+    curve = []
+    for entries in zip(*(r.get("epochs") or [] for r in results), strict=False):
+        rows = sum(e["rows"] for e in entries)
+        seconds = max(
+            (e["rows"] / e["rows_per_second"] for e in entries if e["rows_per_second"]), default=0.0
+        )
+        loss = sum(e["mean_loss"] * e["rows"] for e in entries) / max(rows, 1)
+        curve.append(
+            {
+                "epoch": entries[0]["epoch"],
+                "rows": rows,
+                "mean_loss": loss,
+                "rows_per_second": rows / seconds if seconds else 0.0,
+            }
+        )
+    return curve
 
 
 def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
@@ -449,6 +486,10 @@ def _print(summary: dict, results: list[dict]) -> None:
         f"({summary['rows']:,} rows, {summary['ranks']} {summary['backend']} rank(s), "
         f"mean loss {summary['mean_loss']:.4f}, {summary['seconds']:.1f}s)"
     )
+    for e in summary.get("epochs", []):
+        print(
+            f"  epoch {e['epoch']}: {e['rows']:,} rows, mean loss {e['mean_loss']:.4f}, {e['rows_per_second']:,.0f} rows/s"
+        )
     for r in results:
         print(
             f"  rank {r['rank']}/{r['size']}: {r['rows']:,} rows in {r['steps']} steps "

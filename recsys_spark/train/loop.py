@@ -111,10 +111,18 @@ def train_model(comm, spec: dict) -> dict:
     rows = steps = idle_steps = 0
     loss_sum = 0.0
     row_ids: list[int] = []
+    epochs: list[dict] = []
     for epoch in range(spec["epochs"]):
         batches = iterate_shard(
-            spec["store_url"], comm.rank, comm.size, spec["batch_size"], epoch, spec["seed"]
+            spec["store_url"],
+            comm.rank,
+            comm.size,
+            spec["batch_size"],
+            epoch,
+            spec["seed"],
+            group_by=spec.get("group_by"),
         )
+        epoch_started, epoch_rows, epoch_loss = time.time(), rows, loss_sum
         while True:
             batch = next(batches, None)
             if not comm.allreduce_max(0 if batch is None else 1):
@@ -133,6 +141,23 @@ def train_model(comm, spec: dict) -> dict:
             loss.backward()
             optimizer.step()
             steps += 1
+        done = rows - epoch_rows
+        seconds = time.time() - epoch_started
+        epochs.append(
+            {
+                "epoch": epoch + 1,
+                "rows": done,
+                "mean_loss": (loss_sum - epoch_loss) / max(done, 1),
+                "rows_per_second": done / seconds if seconds else 0.0,
+            }
+        )
+        if comm.rank == 0:  # the launcher forwards rank output to the job's log
+            e = epochs[-1]
+            print(
+                f"train {spec['kind']} rank 0 epoch {e['epoch']}/{spec['epochs']}: {done} rows, "
+                f"mean loss {e['mean_loss']:.4f}, {e['rows_per_second']:.0f} rows/s",
+                flush=True,
+            )
     seconds = time.time() - started
     # Identical parameters on every rank: the largest distance of any rank's weights from their mean.
     flat = torch.cat(
@@ -151,6 +176,7 @@ def train_model(comm, spec: dict) -> dict:
         "steps": steps,
         "idle_steps": idle_steps,
         "mean_loss": loss_sum / max(rows, 1),
+        "epochs": epochs,
         "seconds": seconds,
         "rows_per_second": rows / seconds if seconds else 0.0,
         "fingerprint": fingerprint(model),

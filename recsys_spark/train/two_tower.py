@@ -5,6 +5,9 @@ searched with an ANN index while the user tower runs online (it is exported as T
 click history reuses the item-id table, so a user's history and the items they click live in one space.
 Training is an in-batch sampled softmax with logQ correction: popular items show up as in-batch
 negatives far more often than uniformly sampled ones, and subtracting log q(item) removes that bias.
+A user's own negatives (hard negatives from the recall channels, easy ones sampled for them) are not
+in-batch samples: they keep their full logit in that user's softmax, and the training store keeps a
+user's rows together so that they meet their user in the same batch.
 
 References
 ----------
@@ -210,13 +213,20 @@ class TwoTower(RecModel):
         )
 
     def loss(self, batch: dict[str, Tensor], log_q: Tensor) -> Tensor:
-        """Weighted sampled-softmax CE of each positive over the batch's unique items, logQ-corrected.
+        """Weighted sampled-softmax CE of each positive over the batch's unique items, logQ-corrected
+        except for the user's own negatives.
 
-        `log_q[i]` is the log of item i's sampling probability (e.g. its share of positives). A batch
-        without positives gives a zero that still depends on every parameter, so gradient all-reduce
-        sees the same tensors on every rank.
+        `log_q[i]` is the log of item i's sampling probability (e.g. its share of positives): an item
+        met as another row's item is an in-batch sample, and subtracting log q removes its popularity
+        bias. An item that is a negative row (label 0) of the *same user* in the batch was drawn for
+        that user (a hard or easy negative of `samples`), not by the batch: it keeps its full logit,
+        so the user's own negatives push on their user (the store groups a user's rows into the same
+        batches, `train.data.write_store`). A batch without positives gives a zero that still depends
+        on every parameter, so gradient all-reduce sees the same tensors on every rank.
 
-            loss = Σ_pos w · CE(softmax_c(<u, v_c> / temperature − log q_c), positive) / Σ_pos w
+            own(p, c) = ∃ row r: label_r = 0, user_r = user_p, item_r = c ≠ item_p
+            loss = Σ_pos w · CE(softmax_c(<u, v_c> / temperature − log q_c · [not own(p, c)]), positive)
+                   / Σ_pos w
 
         Parameters
         ----------
@@ -236,7 +246,13 @@ class TwoTower(RecModel):
             return 0.0 * sum(p.sum() for p in self.parameters())
         users = self.encode_user(*(batch[k][pos] for k in USER_KEYS))
         candidates, column = torch.unique(batch["item_idx"], return_inverse=True)
-        logits = users @ self.encode_item(candidates).T / self.temperature - log_q[candidates]
+        neg = ~pos
+        same_user = (batch["user_idx"][pos][:, None] == batch["user_idx"][neg][None, :]).float()  # (P, N)
+        negatives = F.one_hot(column[neg], len(candidates)).float()  # (N, C)
+        own = (same_user @ negatives) > 0  # (P, C)
+        own[torch.arange(len(users)), column[pos]] = False
+        correction = log_q[candidates][None, :] * (~own).float()
+        logits = users @ self.encode_item(candidates).T / self.temperature - correction
         ce = F.cross_entropy(logits, column[pos], reduction="none")
         weight = batch["weight"][pos]
         return (weight * ce).sum() / weight.sum().clamp_min(1e-12)
