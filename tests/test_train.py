@@ -90,6 +90,19 @@ def test_ranks_read_every_row_exactly_once_per_epoch(store):
     assert not np.array_equal(np.sort(first[:500]), first[:500])  # rows are shuffled, not in id order
 
 
+def test_loss_curve_sums_rows_and_weights_losses_over_ranks():
+    from recsys_spark.train.job import loss_curve
+
+    ranks = [
+        {"epochs": [{"epoch": 1, "rows": 100, "mean_loss": 2.0, "rows_per_second": 50.0}]},
+        {"epochs": [{"epoch": 1, "rows": 300, "mean_loss": 1.0, "rows_per_second": 100.0}]},
+    ]
+    (curve,) = loss_curve(ranks)
+    assert curve["rows"] == 400 and curve["mean_loss"] == pytest.approx(1.25)
+    assert curve["rows_per_second"] == pytest.approx(400 / 3.0)  # the slowest rank took 3 s
+    assert loss_curve([{"rank": 0}]) == []  # a result from before the curve existed
+
+
 def test_a_grouped_store_keeps_each_users_rows_in_one_batch(spark, tmp_path):
     """The two-tower's store: a user's rows arrive together, so its own negatives share its batch."""
     from pyspark.sql import functions as F
@@ -364,6 +377,10 @@ def test_evaluation_report_and_models_beat_baselines(trained):
         assert 0.5 < ranker["oracle_uauc"] < 1
     html = Path(lake.path("_reports", "evaluation", f"{HELD_OUT}.html")).read_text()
     assert "two_tower" in html and "<svg" in html and "oracle (true probability)" in html
+    for model in ("two_tower", "ranker"):  # the loss curves of the versions evaluated
+        epochs = report["training"][model]["epochs"]
+        assert epochs and all(e["rows"] > 0 and e["mean_loss"] > 0 for e in epochs), epochs
+    assert "ranker: mean training loss per epoch" in html
 
 
 @pytest.mark.slow

@@ -636,6 +636,9 @@ def run(cfg: EvaluateConfig, spark, lake) -> int:
     if cfg.variant_by:
         result["variants"] = variant_results(spark, lake, cfg, found)
     result["business"] = business_results(lake, cfg)
+    curves = training_curves(lake, day)
+    if curves:
+        result["training"] = curves
     details = {
         "lake": lake.root,
         "seconds": round(time.time() - started, 1),
@@ -692,6 +695,23 @@ def run(cfg: EvaluateConfig, spark, lake) -> int:
             f"clicks/user {_shown(row['clicks_per_user'])}, coverage {_shown(row['coverage'])}"
         )
     return 0
+
+
+def training_curves(lake, day: dt.date) -> dict:
+    """`{model: {"version", "epochs": [{epoch, rows, mean_loss, rows_per_second}]}}` of the versions
+    evaluated on D (the newest full version before D), from their manifests; models without a curve
+    (trained before it was recorded) are left out."""
+    from recsys_spark.catalog import MODELS
+    from recsys_spark.train.registry import FULL, Registry
+
+    curves = {}
+    for model in MODELS:
+        registry = Registry.for_model(lake, model)
+        version = registry.full_before(day)
+        epochs = registry.manifest(FULL, version).get("epochs") if version else None
+        if epochs:
+            curves[model] = {"version": version, "epochs": epochs}
+    return curves
 
 
 def _shown(value: float | None) -> str:

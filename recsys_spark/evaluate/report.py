@@ -42,6 +42,7 @@ RANKING_METRIC_ORDER = ("auc", "uauc", "logloss")
 ORACLE_PREFIX = "oracle_"
 ORACLE_LABEL = "oracle (true probability)"
 ORACLE_CHANNEL = "oracle"
+TRAINING_KEY = "training"
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
 POINT_COLOURS = (*COLOURS, "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
@@ -426,6 +427,36 @@ def _auc_chart(ranking: Mapping[str, Mapping[str, Any]], baselines: Mapping[str,
     )
 
 
+def _training_section(training: Mapping[str, Any]) -> list[str]:
+    """Each evaluated model's loss curve: a table of its epochs and a bar chart of the mean loss."""
+    out = ["<h2>Training</h2>"]
+    rows, charts = [], []
+    for model, entry in training.items():
+        epochs = [e for e in entry.get("epochs", []) if isinstance(e, Mapping)]
+        for e in epochs:
+            rows.append(
+                f"<tr><th>{html.escape(str(model))}</th><td>{html.escape(str(entry.get('version', '')))}</td>"
+                f"<td>{e.get('epoch')}</td><td>{_format(e.get('rows'))}</td>"
+                f"<td>{_format(e.get('mean_loss'))}</td><td>{_format(e.get('rows_per_second'))}</td></tr>"
+            )
+        if epochs:
+            charts.append(
+                bar_chart_svg(
+                    f"{model}: mean training loss per epoch",
+                    [str(e.get("epoch")) for e in epochs],
+                    [("mean loss", [e.get("mean_loss") for e in epochs])],
+                )
+            )
+    out += [
+        "<table><thead><tr><th>model</th><th>version</th><th>epoch</th><th>rows</th><th>mean loss</th>"
+        f"<th>rows/s</th></tr></thead><tbody>{''.join(rows)}</tbody></table>",
+        '<p class="note">The full versions evaluated here, from their manifests: rows over all ranks, '
+        "row-weighted mean loss, rows/s over the slowest rank.</p>",
+        f'<div class="charts">{"".join(charts)}</div>',
+    ]
+    return out
+
+
 def _signed(value: Any) -> str:
     number = _number(value)
     return "—" if number is None else f"{number:+.4f}"
@@ -595,7 +626,7 @@ def evaluation_html(date: str, result: Mapping[str, Any], details: Mapping[str, 
     recall = unseen if isinstance(unseen, Mapping) else kept
     ranking = result.get("ranking") or {}
     baselines = result.get("baselines") if isinstance(result.get("baselines"), Mapping) else {}
-    shown_apart = (*CONTRACT_KEYS, "baselines", EXCLUDE_SEEN_KEY, VARIANTS_KEY, BUSINESS_KEY)
+    shown_apart = (*CONTRACT_KEYS, "baselines", EXCLUDE_SEEN_KEY, VARIANTS_KEY, BUSINESS_KEY, TRAINING_KEY)
     extra = {k: v for k, v in result.items() if k not in shown_apart}
     title = f"Offline evaluation — {date}"
     out = [
@@ -650,6 +681,8 @@ def evaluation_html(date: str, result: Mapping[str, Any], details: Mapping[str, 
         ]
     else:
         out.append("<p>No ranking task was evaluated.</p>")
+    if isinstance(result.get(TRAINING_KEY), Mapping):
+        out += _training_section(result[TRAINING_KEY])
     if VARIANTS_KEY in result:
         out += _variants_section(result[VARIANTS_KEY])
     if BUSINESS_KEY in result:

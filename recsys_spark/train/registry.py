@@ -280,6 +280,24 @@ class Registry:
         return f"{self.root}/_staging/{uuid.uuid4().hex}"
 
     # -- reading the pointer ---------------------------------------------------------------------
+    def manifest(self, slot: str, version: str) -> dict:
+        """A published version's `manifest.json` (the training summary; {} when absent).
+
+        Parameters
+        ----------
+        slot : {"full", "incremental"}
+            The version's slot.
+        version : str
+            The version name.
+
+        Returns
+        -------
+        dict
+            Rows, ranks, mean loss, the per-epoch curve `epochs` (versions trained since it exists) ...
+        """
+        _, path = self._fs()
+        return self._read_json(f"{path}/{slot}/{version}/manifest.json")
+
     def _read_json(self, path: str) -> dict:
         fs, _ = self._fs()
         try:
