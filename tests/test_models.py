@@ -77,7 +77,7 @@ def outputs(model, b) -> torch.Tensor:
         )
 
 
-def reference_loss(model: TwoTower, b, log_q: torch.Tensor, own_negatives: bool = True) -> float:
+def reference_loss(model: TwoTower, b, log_q: torch.Tensor, own_negatives: bool = False) -> float:
     """Weighted softmax CE over the batch's unique items, one positive at a time, in float64; the
     items of the positive's user's own label-0 rows are not logQ-corrected."""
     with torch.no_grad():
@@ -121,14 +121,16 @@ def test_two_tower_loss_matches_naive_reference(seed):
 
 
 def test_a_users_own_negatives_keep_their_full_logit():
-    """Rows grouped by user (as the store batches them): own negatives are not logQ-corrected."""
+    """--own-negatives, rows grouped by user (as the store batches them): own negatives are not
+    logQ-corrected."""
     model = two_tower()
     b = batch(n=30, seed=5)
     b["user_idx"] = torch.arange(30) % 3 + 1
     log_q = torch.log_softmax(3 * torch.randn(SIZES.n_items, generator=gen(6)), 0)
-    got = model.loss(b, log_q).item()
-    assert got == pytest.approx(reference_loss(model, b, log_q), abs=1e-5)
-    assert abs(got - reference_loss(model, b, log_q, own_negatives=False)) > 1e-3
+    got = model.loss(b, log_q, own_negatives=True).item()
+    assert got == pytest.approx(reference_loss(model, b, log_q, own_negatives=True), abs=1e-5)
+    assert abs(got - reference_loss(model, b, log_q)) > 1e-3
+    assert model.loss(b, log_q).item() == pytest.approx(reference_loss(model, b, log_q), abs=1e-5)
 
 
 def test_logq_correction_changes_loss_as_the_formula_says():

@@ -4,7 +4,7 @@ The store holds only the model's tensors (`train/features.py` contract): integer
 `user_dense` (and, for the ranker, `pair_dense`), and `hist` padded with 0 to `hist_len` (Petastorm's batch reader stacks list columns,
 so they must have one length). Rows are shuffled globally by a seeded hash before they are cut into
 files, so every file is a random slice and row groups split across ranks carry equal work. The
-two-tower's store hashes the user instead of the row: a user's rows stay together, in files, in the
+two-tower's store under `--own-negatives` hashes the user instead of the row: a user's rows stay together, in files, in the
 read buffer and so in batches, where its own hard negatives meet it in the loss.
 
 Ranks shard by row group (`cur_shard=rank, shard_count=size`): each row is read by exactly one rank

@@ -46,8 +46,8 @@ from recsys_spark.train.registry import (
 log = logging.getLogger(__name__)
 
 SAMPLES_TABLE = {"two_tower": "recall_samples", "ranker": "rank_samples"}
-# Stores whose batches keep a user's rows together: the two-tower's loss pairs a user with its own
-# negatives (train/two_tower.py); the ranker's rows stand alone.
+# Stores whose batches keep a user's rows together under --own-negatives: the two-tower's loss then
+# pairs a user with its own negatives (train/two_tower.py); the ranker's rows stand alone.
 USER_GROUPED = {"two_tower": "user_idx"}
 
 
@@ -90,6 +90,11 @@ class TrainConfig(GatedConfig):
     )
     files: int = option(0, "Parquet files of the training store (0 = 4 per rank, at least 8).")
     seed: int = option(42, "Random seed (initialisation, shuffling).")
+    own_negatives: bool = option(
+        False,
+        "Two-tower: a user's own negatives keep their full logit (no logQ) in its softmax, and the store "
+        "groups a user's rows into the same batches (docs/models.md; measured no better yet).",
+    )
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -175,7 +180,7 @@ def prepare_training(
     vocabs = read_vocabs(spark, f"{staging}/vocab")
     store, items_url, freq_url = f"{scratch}/store", f"{scratch}/items", f"{scratch}/freq"
     encoded = encode_samples(samples, vocabs, cfg.model, cfg.history_length)
-    group_by = USER_GROUPED.get(cfg.model)
+    group_by = USER_GROUPED.get(cfg.model) if cfg.own_negatives else None
     rows = write_store(encoded, store, cfg.files or max(8, 4 * cfg.np), cfg.seed, group_by)
     feats = item_features(lake.read("items"), stats_of(lake, "item_stats", features_day(day)), day)
     item_table(feats, vocabs).coalesce(1).write.parquet(items_url)
@@ -218,6 +223,7 @@ def prepare_training(
         "batch_size": cfg.batch_size,
         "learning_rate": cfg.learning_rate,
         "group_by": group_by,
+        "own_negatives": bool(group_by),
     }
 
 

@@ -133,7 +133,10 @@ def train_model(comm, spec: dict) -> dict:
                 idle_steps += 1
             else:
                 tensors = _tensors(batch)
-                loss = model.loss(tensors, q) if q is not None else model.loss(tensors)
+                if q is not None:
+                    loss = model.loss(tensors, q, own_negatives=bool(spec.get("own_negatives")))
+                else:
+                    loss = model.loss(tensors)
                 rows += len(batch["row_id"])
                 loss_sum += float(loss.detach()) * len(batch["row_id"])
                 if spec.get("record_rows"):

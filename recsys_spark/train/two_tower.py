@@ -5,9 +5,9 @@ searched with an ANN index while the user tower runs online (it is exported as T
 click history reuses the item-id table, so a user's history and the items they click live in one space.
 Training is an in-batch sampled softmax with logQ correction: popular items show up as in-batch
 negatives far more often than uniformly sampled ones, and subtracting log q(item) removes that bias.
-A user's own negatives (hard negatives from the recall channels, easy ones sampled for them) are not
-in-batch samples: they keep their full logit in that user's softmax, and the training store keeps a
-user's rows together so that they meet their user in the same batch.
+Optionally (`train --own-negatives`) a user's own negatives (hard negatives from the recall channels,
+easy ones sampled for them), which are not in-batch samples, keep their full logit in that user's
+softmax, and the training store keeps a user's rows together so that they meet their user in a batch.
 
 References
 ----------
@@ -212,9 +212,9 @@ class TwoTower(RecModel):
             [self.encode_item(torch.arange(i, min(i + chunk, n), device=device)) for i in range(0, n, chunk)]
         )
 
-    def loss(self, batch: dict[str, Tensor], log_q: Tensor) -> Tensor:
+    def loss(self, batch: dict[str, Tensor], log_q: Tensor, own_negatives: bool = False) -> Tensor:
         """Weighted sampled-softmax CE of each positive over the batch's unique items, logQ-corrected
-        except for the user's own negatives.
+        (with `own_negatives`, except for the user's own negatives).
 
         `log_q[i]` is the log of item i's sampling probability (e.g. its share of positives): an item
         met as another row's item is an in-batch sample, and subtracting log q removes its popularity
@@ -235,6 +235,8 @@ class TwoTower(RecModel):
             `weight` `(batch,)`.
         log_q : Tensor
             `(n_items,)` log sampling probability per item index.
+        own_negatives : bool
+            Leave a user's own negatives uncorrected (own(p, c) is empty when False).
 
         Returns
         -------
@@ -246,12 +248,14 @@ class TwoTower(RecModel):
             return 0.0 * sum(p.sum() for p in self.parameters())
         users = self.encode_user(*(batch[k][pos] for k in USER_KEYS))
         candidates, column = torch.unique(batch["item_idx"], return_inverse=True)
-        neg = ~pos
-        same_user = (batch["user_idx"][pos][:, None] == batch["user_idx"][neg][None, :]).float()  # (P, N)
-        negatives = F.one_hot(column[neg], len(candidates)).float()  # (N, C)
-        own = (same_user @ negatives) > 0  # (P, C)
-        own[torch.arange(len(users)), column[pos]] = False
-        correction = log_q[candidates][None, :] * (~own).float()
+        correction = log_q[candidates][None, :]
+        if own_negatives:
+            neg = ~pos
+            same_user = (batch["user_idx"][pos][:, None] == batch["user_idx"][neg][None, :]).float()  # (P, N)
+            negatives = F.one_hot(column[neg], len(candidates)).float()  # (N, C)
+            own = (same_user @ negatives) > 0  # (P, C)
+            own[torch.arange(len(users)), column[pos]] = False
+            correction = correction * (~own).float()
         logits = users @ self.encode_item(candidates).T / self.temperature - correction
         ce = F.cross_entropy(logits, column[pos], reduction="none")
         weight = batch["weight"][pos]
