@@ -117,7 +117,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
         default = field_default(f)
         help_text = f.metadata.get("help", "")
         shown = "" if default is None else f" (default: {default})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text + shown}
+        # argparse %-formats help ("%(default)s"); ours is prose ("95% intervals"), so escape it.
+        help_text = (help_text + shown).replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": default, "help": help_text}
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
         if base is bool:

@@ -67,6 +67,7 @@ def fit_implicit_als(
     reg: float = 0.05,
     alpha: float = 10.0,
     seed: int = 0,
+    checkpoint_dir: str | None = None,
 ) -> ImplicitAls:
     """Spark MLlib's implicit ALS on `interactions`, with ids mapped to ints in a distributed pass.
 
@@ -76,6 +77,10 @@ def fit_implicit_als(
         `(user_id, item_id, r)`, r > 0 the interest weight (the confidence is 1 + alpha · r).
     rank, iterations, reg, alpha, seed
         ALS's rank, maxIter, regParam, alpha and seed.
+    checkpoint_dir : str, optional
+        A folder every executor can write (e.g. `Lake.scratch_dir`): the factor RDDs are checkpointed
+        there every 3 iterations. Without it their lineage grows with every iteration and
+        deserialising a task overflows the stack (seen at 10 iterations with a C1-only JIT).
 
     Returns
     -------
@@ -84,6 +89,8 @@ def fit_implicit_als(
     """
     from pyspark.ml.recommendation import ALS
 
+    if checkpoint_dir:
+        interactions.sparkSession.sparkContext.setCheckpointDir(checkpoint_dir)
     rated = interactions.filter(F.col("r") > 0)
     user_ix = _indexed(rated, "user_id", "u").cache()
     item_ix = _indexed(rated, "item_id", "i").cache()
@@ -101,6 +108,7 @@ def fit_implicit_als(
         ratingCol="r",
         seed=seed,
         coldStartStrategy="drop",
+        checkpointInterval=3,  # only acts when the context has a checkpoint folder
     )
     return ImplicitAls(als.fit(ratings), user_ix, item_ix)
 

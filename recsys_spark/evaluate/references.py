@@ -23,6 +23,7 @@ from recsys_spark.candidates.baselines import als_scores, ease_candidates, ease_
 from recsys_spark.config import option
 from recsys_spark.events import interest_weights
 from recsys_spark.generate.truth import expected_clicks, generated_config
+from recsys_spark.lake.commit import remove_dir
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _training_weights(events: DataFrame, day: dt.date, days: int) -> tuple[DataF
 
 
 def _als_lists(
-    events: DataFrame, day: dt.date, users: DataFrame, k: int, params: BaselineParams, seen, spark_lists
+    lake, events: DataFrame, day: dt.date, users: DataFrame, k: int, params: BaselineParams, seen, spark_lists
 ):
     """Channel `als`: implicit ALS trained once on the window, listed with and without exclusions."""
     weights, window = _training_weights(events, day, params.baseline_days)
@@ -90,13 +91,18 @@ def _als_lists(
     if not weights.limit(1).count():
         return None, None
     started = dt.datetime.now()
-    fitted = fit_implicit_als(
-        weights, params.als_rank, params.als_iterations, params.als_reg, params.als_alpha, seed=0
-    )
-    # One top-n per user serves both views: n = k + the most items any sampled user has excluded.
-    scored = als_scores(fitted, users, k + max((len(s) for s in (seen or {}).values()), default=0)).cache()
-    found = spark_lists(lambda ex: channels.rank_top_k(scored, k, ex))
-    scored.unpersist()
+    scratch = lake.scratch_dir("als")
+    try:
+        fitted = fit_implicit_als(
+            weights, params.als_rank, params.als_iterations, params.als_reg, params.als_alpha, 0, scratch
+        )
+        # One top-n per user serves both views: n = k + the most items any sampled user has excluded.
+        most_seen = max((len(s) for s in (seen or {}).values()), default=0)
+        scored = als_scores(fitted, users, k + most_seen).cache()
+        found = spark_lists(lambda ex: channels.rank_top_k(scored, k, ex))
+        scored.unpersist()
+    finally:
+        remove_dir(scratch)
     log.info(
         "evaluate %s: als trained and listed in %.1fs", day, (dt.datetime.now() - started).total_seconds()
     )
@@ -155,7 +161,7 @@ def reference_lists(name: str, lake, events, day, users, k, params: BaselinePara
     if name == "oracle":
         return _oracle_lists(lake, day, users, k, seen, spark_lists)
     if name == "als":
-        return _als_lists(events, day, users, k, params, seen, spark_lists)
+        return _als_lists(lake, events, day, users, k, params, seen, spark_lists)
     if name == "ease":
         return _ease_lists(events, day, users, k, params, seen)
     raise ValueError(f"not a reference channel: {name}")
