@@ -20,6 +20,7 @@ SIMILARITY_ALGOS = ("itemcf", "swing", "usercf")
 WALK_METHODS = ("deepwalk", "node2vec")
 MODELS = ("two_tower", "ranker")
 LAUNCHERS = ("horovod", "torch", "local")  # how training ranks start (recsys_spark/distributed.py)
+HISTORY_ENCODERS = ("mean", "gru", "attention")  # how the two-tower reads last-N clicks (train/history.py)
 SIMILARITY_TABLES = {algo: f"{algo}_sim" for algo in SIMILARITY_ALGOS}
 
 # -- jobs: `recsys-spark <job>` -> (module, config class, run function, one-line summary) ------------

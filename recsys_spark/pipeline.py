@@ -63,6 +63,7 @@ class DailyConfig(GatedConfig):
         "train", TrainConfig, "epochs", "Passes over the day's samples in the full model update."
     )
     train_batch_size: int = same_as("train", TrainConfig, "batch_size")
+    cold_start_days: int = same_as("train", TrainConfig, "cold_start_days")
     gate: bool = same_as(
         "stats",
         GatedConfig,

@@ -50,6 +50,7 @@ TINY = {
     "np": 1,
     "launcher": "local",
     "train_batch_size": 128,
+    "cold_start_days": 1,  # the first run trains on D1's samples only (the window is test_train's)
     "validate_inputs": ["events"],
     "validate_outputs": ["rank_samples"],
     # Short-lived JVMs on tiny data: C1-only JIT and the serial GC cut each job's CPU time by about 40%.

@@ -77,13 +77,19 @@ def outputs(model, b) -> torch.Tensor:
         )
 
 
-def reference_loss(model: TwoTower, b, log_q: torch.Tensor, own_negatives: bool = False) -> float:
-    """Weighted softmax CE over the batch's unique items, one positive at a time, in float64; the
-    items of the positive's user's own label-0 rows are not logQ-corrected."""
+def reference_loss(
+    model: TwoTower, b, log_q: torch.Tensor, own_negatives: bool = False, uniform: list[int] = ()
+) -> float:
+    """Weighted softmax CE over the batch's unique items (and the uniform draws), one positive at a
+    time, in float64; the items of the positive's user's own label-0 rows are not logQ-corrected.
+    With M uniform draws over the N catalogue items, an item's correction is log(B·q + M/N)."""
     with torch.no_grad():
         u = model.user_vectors(b).double().numpy()
-        cands = sorted(set(b["item_idx"].tolist()))
+        cands = sorted(set(b["item_idx"].tolist()) | set(uniform))
         v = {c: model.item_vectors(torch.tensor([c]))[0].double().numpy() for c in cands}
+    if uniform:
+        rows, n = len(b["item_idx"]), model.sizes.n_items - 1
+        log_q = [math.log(rows * math.exp(float(x)) + len(uniform) / n) for x in log_q]
     num = den = 0.0
     for p in range(len(b["label"])):
         if b["label"][p] != 1:
@@ -131,6 +137,24 @@ def test_a_users_own_negatives_keep_their_full_logit():
     assert got == pytest.approx(reference_loss(model, b, log_q, own_negatives=True), abs=1e-5)
     assert abs(got - reference_loss(model, b, log_q)) > 1e-3
     assert model.loss(b, log_q).item() == pytest.approx(reference_loss(model, b, log_q), abs=1e-5)
+
+
+def test_mixed_negatives_add_uniform_items_with_their_expected_count_in_log_q():
+    model = two_tower()
+    b = batch(n=8, seed=7)  # 8 rows of a 12-item catalogue: some items only the draws bring
+    assert 0 < b["label"].sum() < 8
+    log_q = torch.log_softmax(3 * torch.randn(SIZES.n_items, generator=gen(8)), 0)
+    in_batch = set(b["item_idx"].tolist())
+    drawn = torch.randint(1, SIZES.n_items, (9,), generator=gen(9))
+    assert set(drawn.tolist()) - in_batch  # some candidates come only from the draws
+    got = model.loss(b, log_q, uniform=drawn).item()
+    assert got == pytest.approx(reference_loss(model, b, log_q, uniform=drawn.tolist()), abs=1e-5)
+    assert abs(got - model.loss(b, log_q).item()) > 1e-3  # the draws do reach the softmax
+    b["user_idx"] = torch.arange(8) % 2 + 1
+    own = model.loss(b, log_q, own_negatives=True, uniform=drawn).item()
+    assert own == pytest.approx(
+        reference_loss(model, b, log_q, own_negatives=True, uniform=drawn.tolist()), abs=1e-5
+    )
 
 
 def test_logq_correction_changes_loss_as_the_formula_says():

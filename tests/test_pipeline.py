@@ -35,6 +35,8 @@ def daily_lake(spark, tmp_path_factory):
         "8",
         "--epochs",
         "1",
+        "--cold-start-days",
+        "1",  # the cold-start window has its own test (test_train): one day keeps this run small
     ]
     assert cli.main(daily, spark=spark) == 0
     return Lake(spark, root)
@@ -170,7 +172,7 @@ def test_spark_submit_samples_then_both_models_full_and_incremental_on_two_ranks
     for mode, day, model in runs:
         result = spark_submit(
             "train", "--lake", root, "--model", model, "--mode", mode, "--np", "2", "--date", day,
-            "--epochs", "1", "--batch-size", "128",
+            "--epochs", "1", "--batch-size", "128", "--cold-start-days", "1",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         fingerprints = re.findall(r"rank [01]/2: .* params (\w+)", result.stdout)

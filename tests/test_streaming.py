@@ -324,7 +324,7 @@ def test_streamed_events_update_the_id_embeddings_of_the_served_model(spark, tmp
     last = lake.read("events").agg(F.max("dt")).first()[0]
     assert run("stats", "--date", str(last)) == 0
     assert run("samples", "--date", str(last), "--hard-negative-channel", "none") == 0
-    fast = ["--launcher", "local", "--epochs", "1", "--batch-size", "128"]
+    fast = ["--launcher", "local", "--epochs", "1", "--batch-size", "128", "--cold-start-days", "1"]
     assert run("train", "--model", "two_tower", "--date", str(last), *fast) == 0
     full = f"full-{last}"
     base = load_checkpoint(lake.path("_models", "two_tower", "full", full, "checkpoint.pt"))

@@ -3,6 +3,7 @@ full and incremental model versions through the CLI."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -241,12 +242,30 @@ def trained(spark, tmp_path_factory):
     assert run("stats", "--date", YESTERDAY) == 0
     for day in (BEFORE, YESTERDAY):
         assert run("samples", "--date", day, "--hard-negative-channel", "none") == 0
-    assert run("train", "--model", "two_tower", "--date", BEFORE, "--np", "2", *FAST) == 0
+    # The cold start trains on the window: BEFORE's stored samples and those it builds for the day before.
+    assert (
+        run("train", "--model", "two_tower", "--date", BEFORE, "--np", "2", "--cold-start-days", "2", *FAST)
+        == 0
+    )
     assert (
         run("train", "--model", "two_tower", "--date", YESTERDAY, "--np", "2", "--launcher", "torch", *FAST)
         == 0
     )
-    assert run("train", "--model", "ranker", "--date", YESTERDAY, "--launcher", "local", *FAST) == 0
+    assert (
+        run(
+            "train",
+            "--model",
+            "ranker",
+            "--date",
+            YESTERDAY,
+            "--launcher",
+            "local",
+            "--cold-start-days",
+            "1",
+            *FAST,
+        )
+        == 0
+    )
     lake = Lake(spark, root)
     before_incremental = _latest(lake, "two_tower")
     assert (
@@ -288,6 +307,25 @@ def test_store_rows_carry_their_own_history(trained, spark):
     for r in encoded:
         known = [index[i] for i in r["raw_hist"][:20] if i in index]
         assert r["hist"] == known + [0] * (20 - len(known))
+
+
+@pytest.mark.slow
+def test_a_cold_start_trains_on_every_day_of_its_window(trained):
+    """The first full run (no base) trained on BEFORE's stored samples plus the day before's, which it
+    built itself; the reference is the samples job run for that day afterwards (hash-seeded, so the
+    same rows), and warm starts train on their own day only."""
+    lake, run, _ = trained
+    day_before = str(dt.date.fromisoformat(BEFORE) - dt.timedelta(days=1))
+    first = _manifest(lake, "two_tower", "full", f"full-{BEFORE}")
+    assert first["sample_window"] == [day_before, BEFORE]
+    stored = lake.read("recall_samples")
+    assert stored.filter(f"dt = '{day_before}'").count() == 0  # built in the run, never written
+    assert run("samples", "--date", day_before, "--hard-negative-channel", "none") == 0
+    per_day = {d: lake.read("recall_samples").filter(f"dt = '{d}'").count() for d in (day_before, BEFORE)}
+    assert min(per_day.values()) > 0 and first["rows"] == sum(per_day.values())
+    warm = _manifest(lake, "two_tower", "full", f"full-{YESTERDAY}")
+    assert warm["sample_window"] == [YESTERDAY, YESTERDAY]
+    assert warm["rows"] == lake.read("recall_samples").filter(f"dt = '{YESTERDAY}'").count()
 
 
 @pytest.mark.slow

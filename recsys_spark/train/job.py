@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recsys_spark.catalog import LAUNCHERS, MODELS
+from recsys_spark.catalog import HISTORY_ENCODERS, LAUNCHERS, MODELS
 from recsys_spark.config import GatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import ITEM_DENSE, PAIR_DENSE, USER_DENSE, features_day, item_features
@@ -49,6 +49,10 @@ SAMPLES_TABLE = {"two_tower": "recall_samples", "ranker": "rank_samples"}
 # Stores whose batches keep a user's rows together under --own-negatives: the two-tower's loss then
 # pairs a user with its own negatives (train/two_tower.py); the ranker's rows stand alone.
 USER_GROUPED = {"two_tower": "user_idx"}
+TRAINING_OPTIONS = (
+    "epochs", "batch_size", "learning_rate", "dim", "out_dim", "temperature", "history_length",
+    "cold_start_days", "history_encoder", "uniform_negatives", "own_negatives", "seed",
+)  # fmt: skip
 
 
 @dataclass
@@ -85,11 +89,31 @@ class TrainConfig(GatedConfig):
         20, "Behaviour-sequence length fed to the models.", minimum=1, aliases=["hist_len"]
     )
     warm_start: bool = option(True, "Full mode: start from the newest full version of an earlier day.")
+    cold_start_days: int = option(
+        30,
+        "Full mode with nothing to warm-start from (the first run, or --warm-start false): train on the "
+        "samples of every event day of the N days ending --date, building those of days that have none "
+        "(each with its own day's features), not on --date alone (1 = --date only).",
+        minimum=1,
+    )
     keep_versions: int = option(
         7, "Full versions (and their item_vectors) kept; older ones are deleted.", minimum=1
     )
     files: int = option(0, "Parquet files of the training store (0 = 4 per rank, at least 8).")
     seed: int = option(42, "Random seed (initialisation, shuffling).")
+    history_encoder: str = option(
+        "mean",
+        "Two-tower: how the user tower reads the last-N clicks: mean (order-free), gru (oldest to newest), "
+        "or attention (learned query, recency positions); a warm start keeps its base's.",
+        choices=list(HISTORY_ENCODERS),
+    )
+    uniform_negatives: int = option(
+        0,
+        "Two-tower mixed negatives: items drawn uniformly from the catalogue per step and rank, added to "
+        "the batch's candidates (in-batch items with logQ, the samples' easy and hard negatives, and "
+        "these; docs/training.md).",
+        minimum=0,
+    )
     own_negatives: bool = option(
         False,
         "Two-tower: a user's own negatives keep their full logit (no logQ) in its softmax, and the store "
@@ -110,7 +134,12 @@ def validate(cfg: TrainConfig) -> None:
 
 def _hyper(cfg: TrainConfig) -> dict:
     if cfg.model == "two_tower":
-        return {"id_dim": cfg.dim, "out_dim": cfg.out_dim, "temperature": cfg.temperature}
+        return {
+            "id_dim": cfg.dim,
+            "out_dim": cfg.out_dim,
+            "temperature": cfg.temperature,
+            "history_encoder": cfg.history_encoder,
+        }
     return {"emb_dim": cfg.dim, "tasks": tuple(cfg.tasks)}
 
 
@@ -224,6 +253,7 @@ def prepare_training(
         "learning_rate": cfg.learning_rate,
         "group_by": group_by,
         "own_negatives": bool(group_by),
+        "uniform_negatives": cfg.uniform_negatives if cfg.model == "two_tower" else 0,
     }
 
 
@@ -333,6 +363,8 @@ def _summarise(cfg: TrainConfig, version: str, results: list[dict], rows: int, s
         "train_seconds": max(r["seconds"] for r in results),
         "seconds": seconds,
         "epochs": loss_curve(results),
+        # What a sweep varies, so a manifest says how its version was trained.
+        "options": {name: getattr(cfg, name) for name in TRAINING_OPTIONS},
     }
 
 
@@ -367,6 +399,37 @@ def loss_curve(results: list[dict]) -> list[dict]:
     return curve
 
 
+def cold_start_samples(cfg: TrainConfig, lake, table: str, day: dt.date) -> DataFrame:
+    """The samples of every event day of the `--cold-start-days` window ending `day`.
+
+    A model with no base learns from the whole window, not from one day: the daily full update only
+    adds a day to what the model already knows, and a first model trained on one day barely beats
+    popularity (issue 18: 1,639 rows of a 75,000-rating history). Days whose samples the lake holds
+    are read; the others are built as the samples job builds a day (`samples.job.build_samples`:
+    features as of the day before each, so no label's own day reaches its features). The window's
+    days are a handful of rows; the samples stay distributed.
+    """
+    first = day - dt.timedelta(days=cfg.cold_start_days - 1)
+    in_window = (F.col("dt") >= F.lit(first)) & (F.col("dt") <= F.lit(day))
+    stored = lake.read(table).filter(in_window)
+    have = {r[0] for r in stored.select("dt").distinct().collect()}
+    events = lake.read("events").filter(in_window)
+    missing = sorted({r[0] for r in events.select("dt").distinct().collect()} - have)
+    log.info(
+        "train %s full %s: cold start over %s..%s: %d day(s) of %s stored, %d built",
+        cfg.model, day, first, day, len(have), table, len(missing),
+    )  # fmt: skip
+    if not missing:
+        return stored
+    # Hard negatives from Swing where the lake has it, as the incremental update builds its samples.
+    channel = "swing" if lake.exists("swing_sim") else "none"
+    samples_cfg = SamplesConfig(date=day, history_length=cfg.history_length, hard_negative_channel=channel)
+    period = events.filter(F.col("dt").isin(missing))
+    recall, rank = build_samples(lake, max(missing), samples_cfg, period_events=period)
+    built = recall if table == SAMPLES_TABLE["two_tower"] else rank
+    return stored.unionByName(built.select(*stored.columns))
+
+
 def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
     day, started = cfg.date, time.time()
     table = SAMPLES_TABLE[cfg.model]
@@ -380,6 +443,10 @@ def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
     version = f"full-{day}"
     staging = registry.staging_url()
     log.info("train %s full %s: %s", cfg.model, day, f"warm start from {base}" if base else "cold start")
+    window = [str(day), str(day)]
+    if base is None and cfg.cold_start_days > 1:
+        samples = cold_start_samples(cfg, lake, table, day)
+        window[0] = str(day - dt.timedelta(days=cfg.cold_start_days - 1))
     try:
         results, rows, sizes = train_version(cfg, spark, lake, samples, day, base_url, staging)
         watermark = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
@@ -387,6 +454,7 @@ def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
             **_summarise(cfg, version, results, rows, time.time() - started),
             "date": str(day),
             "base": base,
+            "sample_window": window,  # first and last day whose samples it trained on
             "sizes": sizes,
             "watermark": watermark.isoformat(),
         }

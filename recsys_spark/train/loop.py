@@ -134,7 +134,9 @@ def train_model(comm, spec: dict) -> dict:
             else:
                 tensors = _tensors(batch)
                 if q is not None:
-                    loss = model.loss(tensors, q, own_negatives=bool(spec.get("own_negatives")))
+                    drawn = spec.get("uniform_negatives") or 0
+                    uniform = torch.randint(1, model.sizes.n_items, (drawn,)) if drawn else None
+                    loss = model.loss(tensors, q, bool(spec.get("own_negatives")), uniform)
                 else:
                     loss = model.loss(tensors)
                 rows += len(batch["row_id"])

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RecModel, masked_mean, mlp
+from .base import RecModel, mlp
 from .features import USER_KEYS, FeatureSizes
+from .history import history_encoder as make_history_encoder
 
 
 class TwoTower(RecModel):
@@ -49,6 +50,8 @@ class TwoTower(RecModel):
         Softmax temperature (0.05).
     emb_std : float
         Embedding init std (0.05).
+    history_encoder : str
+        How the user tower reads the last-N clicks: `mean`, `gru` or `attention` (`train.history`).
     """
 
     kind = "two_tower"
@@ -72,6 +75,7 @@ class TwoTower(RecModel):
         out_dim: int = 32,
         temperature: float = 0.05,
         emb_std: float = 0.05,
+        history_encoder: str = "mean",
     ) -> None:
         hidden = tuple(hidden)
         super().__init__(
@@ -83,6 +87,7 @@ class TwoTower(RecModel):
                 out_dim=out_dim,
                 temperature=temperature,
                 emb_std=emb_std,
+                history_encoder=history_encoder,
             ),
         )
         s = sizes
@@ -94,6 +99,7 @@ class TwoTower(RecModel):
         self.region_emb = self._embedding(s.n_regions, side_dim)
         self.category_emb = self._embedding(s.n_categories, side_dim)
         self.author_emb = self._embedding(s.n_authors, side_dim)
+        self.history = make_history_encoder(history_encoder, id_dim, s.hist_len, emb_std)
         self.user_mlp = mlp(2 * id_dim + 3 * side_dim + s.user_dense_dim, hidden, out_dim)
         self.item_mlp = mlp(id_dim + 2 * side_dim + s.item_dense_dim, hidden, out_dim)
 
@@ -107,7 +113,7 @@ class TwoTower(RecModel):
         user_dense: Tensor,
         hist: Tensor,
     ) -> Tensor:
-        """User vectors from the user features and the mean of the history's item embeddings.
+        """User vectors from the user features and the history's item embeddings (read by `history`).
 
         Parameters
         ----------
@@ -123,7 +129,7 @@ class TwoTower(RecModel):
         Tensor
             `(batch, out_dim)`, L2-normalised.
         """
-        pooled = masked_mean(self.item_emb(hist), hist != 0)
+        pooled = self.history(self.item_emb(hist), hist != 0)
         x = torch.cat(
             [
                 self.user_emb(user_idx),
@@ -212,9 +218,16 @@ class TwoTower(RecModel):
             [self.encode_item(torch.arange(i, min(i + chunk, n), device=device)) for i in range(0, n, chunk)]
         )
 
-    def loss(self, batch: dict[str, Tensor], log_q: Tensor, own_negatives: bool = False) -> Tensor:
-        """Weighted sampled-softmax CE of each positive over the batch's unique items, logQ-corrected
-        (with `own_negatives`, except for the user's own negatives).
+    def loss(
+        self,
+        batch: dict[str, Tensor],
+        log_q: Tensor,
+        own_negatives: bool = False,
+        uniform: Tensor | None = None,
+    ) -> Tensor:
+        """Weighted sampled-softmax CE of each positive over the batch's unique items (and `uniform`
+        items, mixed negative sampling), logQ-corrected (with `own_negatives`, except for the user's
+        own negatives).
 
         `log_q[i]` is the log of item i's sampling probability (e.g. its share of positives): an item
         met as another row's item is an in-batch sample, and subtracting log q removes its popularity
@@ -224,8 +237,13 @@ class TwoTower(RecModel):
         batches, `train.data.write_store`). A batch without positives gives a zero that still depends
         on every parameter, so gradient all-reduce sees the same tensors on every rank.
 
+        With M `uniform` items (drawn uniformly from the catalogue's N = n_items − 1 items) in the
+        candidate set, an item's expected count among the B rows and the M draws is B·q_c + M/N, whose
+        log replaces log q_c (a constant shift of log q when M = 0, so the same softmax).
+
             own(p, c) = ∃ row r: label_r = 0, user_r = user_p, item_r = c ≠ item_p
-            loss = Σ_pos w · CE(softmax_c(<u, v_c> / temperature − log q_c · [not own(p, c)]), positive)
+            log Q_c = log(B · q_c + M / N)
+            loss = Σ_pos w · CE(softmax_c(<u, v_c> / temperature − log Q_c · [not own(p, c)]), positive)
                    / Σ_pos w
 
         Parameters
@@ -237,6 +255,13 @@ class TwoTower(RecModel):
             `(n_items,)` log sampling probability per item index.
         own_negatives : bool
             Leave a user's own negatives uncorrected (own(p, c) is empty when False).
+        uniform : Tensor, optional
+            `(M,)` int64 item indices drawn uniformly from 1..n_items − 1, added to the candidates.
+
+        References
+        ----------
+        J. Yang, X. Yi, D. Z. Cheng, L. Hong, Y. Li, S. X. Wang, T. Xu, E. H. Chi. "Mixed Negative
+        Sampling for Learning Two-tower Neural Networks in Recommendations." WWW 2020.
 
         Returns
         -------
@@ -247,8 +272,15 @@ class TwoTower(RecModel):
         if not bool(pos.any()):
             return 0.0 * sum(p.sum() for p in self.parameters())
         users = self.encode_user(*(batch[k][pos] for k in USER_KEYS))
-        candidates, column = torch.unique(batch["item_idx"], return_inverse=True)
-        correction = log_q[candidates][None, :]
+        items = batch["item_idx"]
+        pool = items if uniform is None else torch.cat([items, uniform])
+        candidates, column = torch.unique(pool, return_inverse=True)
+        column = column[: len(items)]
+        if uniform is None:
+            correction = log_q[candidates][None, :]
+        else:
+            expected = len(items) * log_q[candidates].exp() + len(uniform) / max(self.sizes.n_items - 1, 1)
+            correction = expected.log()[None, :]
         if own_negatives:
             neg = ~pos
             same_user = (batch["user_idx"][pos][:, None] == batch["user_idx"][neg][None, :]).float()  # (P, N)

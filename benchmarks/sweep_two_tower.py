@@ -1,0 +1,125 @@
+"""The two-tower's training options swept on one lake, each against ItemCF and the oracle of the same day.
+
+Each point copies `--lake` (a lake `bench_models.py --build` made: its tables, similarities and
+models of the days before `--date`), trains the two-tower from scratch on the day before `--date`
+with the point's options (`train --warm-start false`, so `--cold-start-days` decides how many days
+of samples it sees), and evaluates `--date` with the channels two_tower, itemcf and oracle on the
+same sampled users. Printed: one row per point with recall@10, recall@50, coverage@10, the ratios
+two_tower / itemcf and two_tower / oracle at 50, and the training rows and seconds.
+
+Points are `name:flag=value,flag=value` (flags of `recsys-spark train`, without the dashes):
+
+    .venv/bin/python benchmarks/sweep_two_tower.py --lake /tmp/bm/lake --date 2026-11-06 \\
+        --point one-day:cold-start-days=1 --point window:cold-start-days=30
+
+Without `--point` the default grid runs: the one-day cold start, the 30-day window, and the window
+with 3 epochs or uniform negatives. Results go to benchmarks/results/sweep_two_tower.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, RESULTS
+
+DEFAULT_GRID = (
+    "one-day:cold-start-days=1,epochs=3",
+    "window:cold-start-days=30,epochs=1",
+    "window-3-epochs:cold-start-days=30,epochs=3",
+    "window-uniform:cold-start-days=30,epochs=3,uniform-negatives=512",
+)
+
+
+def parse_point(text: str) -> tuple[str, list[str]]:
+    name, _, spec = text.partition(":")
+    flags: list[str] = []
+    for part in filter(None, spec.split(",")):
+        key, _, value = part.partition("=")
+        flags += [f"--{key.strip()}", value.strip()]
+    return name, flags
+
+
+def cli(*args: str) -> float:
+    started = time.time()
+    subprocess.run([str(REPO / ".venv" / "bin" / "recsys-spark"), *args], check=True)
+    return time.time() - started
+
+
+def run_point(source: Path, day: dt.date, name: str, flags: list[str], np_: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"sweep-{name}-"))
+    lake = work / "lake"
+    shutil.copytree(source, lake)
+    try:
+        before = str(day - dt.timedelta(days=1))
+        common = ["--lake", str(lake), "--date", before]
+        seconds = cli("train", *common, "--model", "two_tower", "--warm-start", "false", "--np", str(np_),
+                      *flags)  # fmt: skip
+        manifest = json.loads(
+            (lake / "_models" / "two_tower" / "full" / f"full-{before}" / "manifest.json").read_text()
+        )
+        cli(
+            "evaluate", "--lake", str(lake), "--date", str(day), "--channels", "two_tower", "itemcf", "oracle"
+        )
+        report = json.loads((lake / "_reports" / "evaluation" / f"{day}.json").read_text())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    recall = report.get("recall_exclude_seen") or report["recall"]
+    return {
+        "name": name,
+        "flags": flags,
+        "rows": manifest["rows"],
+        "train_seconds": seconds,
+        "sample_window": manifest.get("sample_window"),
+        "epochs": manifest.get("epochs"),
+        "recall": {c: recall[c] for c in ("two_tower", "itemcf", "oracle") if c in recall},
+    }
+
+
+def line(point: dict) -> str:
+    r = point["recall"]
+    tt, cf, oracle = r["two_tower"], r["itemcf"], r.get("oracle", {})
+    over_cf = tt["recall@50"] / max(cf["recall@50"], 1e-12)
+    over_oracle = tt["recall@50"] / oracle["recall@50"] if oracle.get("recall@50") else float("nan")
+    return (
+        f"| {point['name']} | {' '.join(point['flags'])} | {tt['recall@10']:.4f} | {tt['recall@50']:.4f} | "
+        f"{tt['coverage@10']:.3f} | {over_cf:.3f} | {over_oracle:.3f} | {point['rows']} | "
+        f"{point['train_seconds']:.0f} |"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lake", required=True, help="a lake built by bench_models.py --build")
+    parser.add_argument("--date", required=True, help="the held-out day evaluated")
+    parser.add_argument("--point", action="append", default=[], help="name:flag=value,... (repeatable)")
+    parser.add_argument("--np", type=int, default=2)
+    args = parser.parse_args()
+    day = dt.date.fromisoformat(args.date)
+    points = []
+    header = [
+        "| point | train flags | recall@10 | recall@50 | coverage@10 | / itemcf @50 | / oracle @50 | rows | train s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for text in args.point or DEFAULT_GRID:
+        name, flags = parse_point(text)
+        points.append(run_point(Path(args.lake), day, name, flags, args.np))
+        print("\n".join([*header, *map(line, points)]), flush=True)
+    cf = points[0]["recall"]["itemcf"]
+    print(f"\nitemcf on {day}: recall@10 {cf['recall@10']:.4f}, recall@50 {cf['recall@50']:.4f}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "sweep_two_tower.json").write_text(
+        json.dumps({"lake": args.lake, "date": args.date, "points": points}, indent=1)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
