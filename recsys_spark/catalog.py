@@ -21,6 +21,8 @@ WALK_METHODS = ("deepwalk", "node2vec")
 MODELS = ("two_tower", "ranker")
 LAUNCHERS = ("horovod", "torch", "local")  # how training ranks start (recsys_spark/distributed.py)
 HISTORY_ENCODERS = ("mean", "gru", "attention")  # how the two-tower reads last-N clicks (train/history.py)
+RANKER_ARCHS = ("fm", "wide_deep", "deepfm", "dcn_v2", "din", "dien")  # train --arch (train/interactions.py)
+TASK_ARCHS = ("mmoe", "ple", "esmm")  # train --tasks-arch (train/multitask.py)
 SIMILARITY_TABLES = {algo: f"{algo}_sim" for algo in SIMILARITY_ALGOS}
 
 # -- jobs: `recsys-spark <job>` -> (module, config class, run function, one-line summary) ------------

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recsys_spark.catalog import HISTORY_ENCODERS, LAUNCHERS, MODELS
+from recsys_spark.catalog import HISTORY_ENCODERS, LAUNCHERS, MODELS, RANKER_ARCHS, TASK_ARCHS
 from recsys_spark.config import GatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import ITEM_DENSE, PAIR_DENSE, USER_DENSE, features_day, item_features
@@ -51,7 +51,7 @@ SAMPLES_TABLE = {"two_tower": "recall_samples", "ranker": "rank_samples"}
 USER_GROUPED = {"two_tower": "user_idx"}
 TRAINING_OPTIONS = (
     "epochs", "batch_size", "learning_rate", "dim", "out_dim", "temperature", "history_length",
-    "cold_start_days", "history_encoder", "uniform_negatives", "own_negatives", "seed",
+    "cold_start_days", "history_encoder", "uniform_negatives", "arch", "tasks_arch", "own_negatives", "seed",
 )  # fmt: skip
 
 
@@ -84,6 +84,17 @@ class TrainConfig(GatedConfig):
     out_dim: int = option(32, "Two-tower output vector size.", minimum=1)
     temperature: float = option(0.05, "Two-tower softmax temperature.", exclusive_minimum=0)
     tasks: list[str] = option(["click", "like"], "Ranker tasks (labels of rank_samples).")
+    arch: str = option(
+        "dcn_v2",
+        "Ranker history reader and feature crossing: fm, wide_deep, deepfm (mean-pooled history), dcn_v2 "
+        "(DIN attention, cross network + deep), din, dien (docs/models.md); a warm start keeps its base's.",
+        choices=list(RANKER_ARCHS),
+    )
+    tasks_arch: str = option(
+        "mmoe",
+        "Ranker task heads: mmoe, ple, or esmm (CTR and CTCVR over impressions: --tasks click <conversion>).",
+        choices=list(TASK_ARCHS),
+    )
     # The same name as samples/evaluate --history-length (the N of the last-N clicks); --hist-len was its old name.
     history_length: int = option(
         20, "Behaviour-sequence length fed to the models.", minimum=1, aliases=["hist_len"]
@@ -130,6 +141,14 @@ def validate(cfg: TrainConfig) -> None:
     unknown = set(cfg.tasks) - {"click", "like", "share", "comment", "follow", "purchase"}
     if cfg.model == "ranker" and (not cfg.tasks or unknown):
         raise UsageError(f"--tasks must name rank_samples labels (click, like, share...), got {cfg.tasks}")
+    if (
+        cfg.model == "ranker"
+        and cfg.tasks_arch == "esmm"
+        and (len(cfg.tasks) != 2 or cfg.tasks[0] != "click")
+    ):
+        raise UsageError(
+            f"--tasks-arch esmm needs --tasks click <conversion> (e.g. click like), got {cfg.tasks}"
+        )
 
 
 def _hyper(cfg: TrainConfig) -> dict:
@@ -140,7 +159,7 @@ def _hyper(cfg: TrainConfig) -> dict:
             "temperature": cfg.temperature,
             "history_encoder": cfg.history_encoder,
         }
-    return {"emb_dim": cfg.dim, "tasks": tuple(cfg.tasks)}
+    return {"emb_dim": cfg.dim, "tasks": tuple(cfg.tasks), "arch": cfg.arch, "tasks_arch": cfg.tasks_arch}
 
 
 def _vocabularies(spark, lake, samples: DataFrame, base_url: str | None) -> dict[str, DataFrame]:

@@ -1,10 +1,14 @@
-"""Multi-task ranking model: DIN attention, DCN-v2 crossing and MMoE heads over shared embeddings.
+"""Multi-task ranking model: a history reader, a feature crossing and task heads over shared embeddings.
 
 Ranking scores a few hundred recalled candidates per request, so it can afford what recall cannot:
 features of the (user, item) pair together. DIN weighs each history item by its relevance to the
 candidate instead of averaging the history; the DCN-v2 cross network learns explicit feature crosses
 next to a plain deep MLP; MMoE lets click and like share experts while each task gates them its own way,
 so a sparse task (like) borrows from a dense one (click) without forcing one shared representation.
+That default (`arch="dcn_v2"`, `tasks_arch="mmoe"`) is one point of a zoo behind two options: `arch`
+picks the history reader and the crossing (fm, wide_deep, deepfm, dcn_v2, din, dien:
+`train/interest.py`, `train/interactions.py`), `tasks_arch` the heads (mmoe, ple, esmm:
+`train/multitask.py`); every combination trains, exports and serves the same way.
 
 References
 ----------
@@ -24,112 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import RecModel, mlp
+from .base import RecModel
 from .features import PAIR_KEY, USER_KEYS, FeatureSizes
+from .interactions import ARCH_INTEREST, CrossNetwork, Interaction
+from .interest import interest_reader
+from .multitask import MMoE, task_heads
 
-
-class CrossNetwork(nn.Module):
-    """DCN-v2 full-rank cross layers: x_{l+1} = x_0 * (W_l x_l + b_l) + x_l.
-
-    Parameters
-    ----------
-    dim : int
-        Input width (every layer keeps it).
-    layers : int
-        Number of cross layers.
-    """
-
-    def __init__(self, dim: int, layers: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
-
-    def forward(self, x0: Tensor) -> Tensor:
-        """Apply the cross layers.
-
-        Parameters
-        ----------
-        x0 : Tensor
-            `(batch, dim)` input features.
-
-        Returns
-        -------
-        Tensor
-            `(batch, dim)`.
-        """
-        x = x0
-        for layer in self.layers:
-            x = x0 * layer(x) + x
-        return x
-
-
-class MMoE(nn.Module):
-    """Shared expert MLPs, one softmax gate over the experts per task, one tower (-> 1 logit) per task.
-
-    Parameters
-    ----------
-    in_dim : int
-        Input width.
-    n_tasks, n_experts : int
-        Tasks (gates and towers) and shared experts.
-    expert_hidden : tuple of int
-        Hidden widths of each expert MLP.
-    expert_dim : int
-        Output width of each expert.
-    tower_hidden : tuple of int
-        Hidden widths of each task tower.
-    """
-
-    def __init__(
-        self,
-        in_dim: int,
-        n_tasks: int,
-        n_experts: int,
-        expert_hidden: tuple[int, ...],
-        expert_dim: int,
-        tower_hidden: tuple[int, ...],
-    ) -> None:
-        super().__init__()
-        self.n_tasks, self.n_experts = n_tasks, n_experts
-        self.experts = nn.ModuleList(mlp(in_dim, (*expert_hidden, expert_dim)) for _ in range(n_experts))
-        self.gates = nn.Linear(in_dim, n_tasks * n_experts)  # n_tasks gates, computed in one matmul
-        self.towers = nn.ModuleList(mlp(expert_dim, tower_hidden, 1) for _ in range(n_tasks))
-
-    def gate_weights(self, x: Tensor) -> Tensor:
-        """Per-task softmax weights over the experts.
-
-        Parameters
-        ----------
-        x : Tensor
-            `(batch, in_dim)`.
-
-        Returns
-        -------
-        Tensor
-            `(batch, n_tasks, n_experts)`, each task's row summing to 1.
-        """
-        return torch.softmax(self.gates(x).view(-1, self.n_tasks, self.n_experts), dim=-1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """One logit per task from the gated mixture of the experts.
-
-        Parameters
-        ----------
-        x : Tensor
-            `(batch, in_dim)`.
-
-        Returns
-        -------
-        Tensor
-            `(batch, n_tasks)` logits.
-        """
-        outs: list[Tensor] = []
-        for expert in self.experts:
-            outs.append(expert(x))
-        mixed = torch.bmm(self.gate_weights(x), torch.stack(outs, dim=1))  # [B, n_tasks, expert_dim]
-        logits: list[Tensor] = []
-        for k, tower in enumerate(self.towers):
-            logits.append(tower(mixed[:, k]))
-        return torch.cat(logits, dim=1)
+__all__ = ["CrossNetwork", "MMoE", "Ranker"]
+# Checkpoints saved before the zoo named the default's parts at the top level.
+_LEGACY_PREFIXES = {"attn.": "interest.attn.", "cross.": "interaction.cross.", "deep.": "interaction.deep.",
+                    "mmoe.": "heads."}  # fmt: skip
 
 
 class Ranker(RecModel):
@@ -156,6 +64,10 @@ class Ranker(RecModel):
         Task names, non-empty and distinct (("click", "like")).
     emb_std : float
         Embedding init std (0.05).
+    arch : str
+        History reader and crossing: fm, wide_deep, deepfm, dcn_v2 (default), din, dien.
+    tasks_arch : str
+        Task heads: mmoe (default), ple, esmm (two tasks: click, then a conversion).
     """
 
     kind = "ranker"
@@ -183,6 +95,8 @@ class Ranker(RecModel):
         tower_hidden: tuple[int, ...] = (32,),
         tasks: tuple[str, ...] = ("click", "like"),
         emb_std: float = 0.05,
+        arch: str = "dcn_v2",
+        tasks_arch: str = "mmoe",
     ) -> None:
         attn_hidden, deep, expert_hidden = tuple(attn_hidden), tuple(deep), tuple(expert_hidden)
         tower_hidden, tasks = tuple(tower_hidden), tuple(tasks)
@@ -201,39 +115,35 @@ class Ranker(RecModel):
                 tower_hidden=tower_hidden,
                 tasks=tasks,
                 emb_std=emb_std,
+                arch=arch,
+                tasks_arch=tasks_arch,
             ),
         )
+        if arch not in ARCH_INTEREST:
+            raise ValueError(f"unknown ranker arch {arch!r}; known {tuple(ARCH_INTEREST)}")
+        if tasks_arch == "esmm" and (len(tasks) != 2 or tasks[0] != "click"):
+            raise ValueError(f"tasks_arch esmm needs the tasks (click, <conversion>), got {tasks}")
         s = sizes
         self.tasks = tasks
         for attr, field in self._VOCAB:
             setattr(self, attr, self._embedding(getattr(s, field), emb_dim))
         item_dim = 2 * emb_dim  # an item is its id and category embeddings, in history and as target
-        self.attn = mlp(4 * item_dim, attn_hidden, 1)
+        self.interest = interest_reader(ARCH_INTEREST[arch], item_dim, attn_hidden)
         # A plain int, not `sizes`: the TorchScript export reads it.
         self.pair_dense_dim = int(s.pair_dense_dim)
         in_dim = 7 * emb_dim + s.user_dense_dim + s.item_dense_dim + s.pair_dense_dim + item_dim + 2
-        self.cross = CrossNetwork(in_dim, cross_layers)
-        self.deep = mlp(in_dim, deep)
-        self.mmoe = MMoE(
-            in_dim + (deep[-1] if deep else in_dim),
-            len(tasks),
-            experts,
-            expert_hidden,
-            expert_dim,
-            tower_hidden,
+        self.interaction = Interaction(arch, in_dim, emb_dim, len(tasks), deep, cross_layers)
+        self.heads = task_heads(
+            tasks_arch, self.interaction.out_dim, len(tasks), experts, expert_hidden, expert_dim, tower_hidden
         )
+        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
 
     def _item_rep(self, idx: Tensor) -> Tensor:
         return torch.cat([self.item_emb(idx), self.category_emb(self.item_category[idx])], dim=-1)
 
     def _interest(self, hist: Tensor, target: Tensor) -> Tensor:
-        """DIN: softmax attention over non-padding history; all-padding history gives zeros."""
-        mask = hist != 0
-        h = self._item_rep(hist).masked_fill(~mask.unsqueeze(-1), 0.0)  # [B, N, D]
-        t = target.unsqueeze(1).expand_as(h)
-        scores = self.attn(torch.cat([h, t, h - t, h * t], dim=-1)).squeeze(-1)  # [B, N]
-        w = torch.softmax(scores.masked_fill(~mask, -1e9), dim=1) * mask.to(h.dtype)
-        return (w.unsqueeze(-1) * h).sum(1)
+        """The arch's history reader (`train/interest.py`); all-padding history gives zeros."""
+        return self.interest(self._item_rep(hist), target, hist != 0)
 
     def _affinity(self, hist: Tensor, item_idx: Tensor) -> Tensor:
         """Share of the (non-padding) history in the target's category and by its author: [B, 2].
@@ -259,8 +169,8 @@ class Ranker(RecModel):
         hist: Tensor,
         item_idx: Tensor,
         pair_dense: Tensor | None = None,
-    ) -> Tensor:
-        """Cross-network and deep-MLP outputs side by side: the MMoE input."""
+    ) -> tuple[Tensor, Tensor]:
+        """The arch's crossing of every feature: the heads' input and the per-task logit bias."""
         if pair_dense is None:
             if self.pair_dense_dim > 0:
                 raise ValueError(
@@ -270,23 +180,42 @@ class Ranker(RecModel):
         elif pair_dense.shape[1] != self.pair_dense_dim:
             raise ValueError("pair_dense has a different width than the ranker was trained with")
         target = self._item_rep(item_idx)
+        user, author = self.user_emb(user_idx), self.author_emb(self.item_author[item_idx])
+        gender, age, region = self.gender_emb(gender_idx), self.age_emb(age_idx), self.region_emb(region_idx)
+        interest = self._interest(hist, target)
         x = torch.cat(
             [
-                self.user_emb(user_idx),
+                user,
                 target,
-                self.author_emb(self.item_author[item_idx]),
-                self.gender_emb(gender_idx),
-                self.age_emb(age_idx),
-                self.region_emb(region_idx),
+                author,
+                gender,
+                age,
+                region,
                 user_dense,
                 self.item_dense[item_idx],
                 pair_dense,
-                self._interest(hist, target),
+                interest,
                 self._affinity(hist, item_idx),
             ],
             dim=1,
         )
-        return torch.cat([self.cross(x), self.deep(x)], dim=1)
+        d = user.shape[1]
+        # The FM fields: every embedding of width d (target and interest are [item, category] each).
+        fields = torch.stack(
+            [
+                user,
+                target[:, :d],
+                target[:, d:],
+                author,
+                gender,
+                age,
+                region,
+                interest[:, :d],
+                interest[:, d:],
+            ],
+            dim=1,
+        )
+        return self.interaction(x, fields)
 
     @torch.jit.export
     def score_logits(
@@ -321,9 +250,10 @@ class Ranker(RecModel):
         Tensor
             `(batch, n_tasks)` logits in `tasks` order.
         """
-        return self.mmoe(
-            self._hidden(user_idx, gender_idx, age_idx, region_idx, user_dense, hist, item_idx, pair_dense)
+        hidden, bias = self._hidden(
+            user_idx, gender_idx, age_idx, region_idx, user_dense, hist, item_idx, pair_dense
         )
+        return self.heads(hidden, bias)
 
     def _args(self, batch: dict[str, Tensor]) -> list[Tensor | None]:
         # A model saved before pair_dense existed (width 0) scores new rows by not reading it.
@@ -366,7 +296,7 @@ class Ranker(RecModel):
         Tensor
             `(batch, n_tasks, n_experts)`.
         """
-        return self.mmoe.gate_weights(self._hidden(*self._args(batch)))
+        return self.heads.gate_weights(self._hidden(*self._args(batch))[0])
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Σ over tasks of the mean binary cross-entropy against `label_<task>`.
@@ -416,6 +346,16 @@ class Ranker(RecModel):
             (`pair_dense` is required when the model has `pair_dense_dim > 0`).
         """
         torch.jit.save(torch.jit.script(_Scorer(self)), f)
+
+
+def _rename_legacy_keys(state_dict, prefix, *args) -> None:
+    """Load a checkpoint saved before the zoo (its default's parts at the top level) into the default."""
+    for key in list(state_dict):
+        rest = key[len(prefix) :]
+        for old, new in _LEGACY_PREFIXES.items():
+            if key.startswith(prefix) and rest.startswith(old):
+                state_dict[prefix + new + rest[len(old) :]] = state_dict.pop(key)
+                break
 
 
 class _Scorer(nn.Module):
