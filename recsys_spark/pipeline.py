@@ -204,6 +204,7 @@ def dag_params() -> dict:
         for key, name in (
             ("minimum", "minimum"),
             ("exclusive_minimum", "exclusiveMinimum"),
+            ("maximum", "maximum"),
             ("choices", "enum"),
         ):
             if key in f.metadata:

@@ -134,6 +134,37 @@ def test_a_checkpoint_from_before_the_zoo_loads_into_the_default():
         torch.testing.assert_close(fresh.predict(batch)[task], p)
 
 
+def test_negative_keep_recalibrates_every_output():
+    """A ranker trained on a share r of the negatives serves p = q / (q + (1 − q) / r), q being what the
+    same weights say uncorrected; the export serves the same."""
+    torch.manual_seed(0)
+    plain = Ranker(SIZES, **SMALL).eval()
+    kept = Ranker(SIZES, negative_keep=0.1, **SMALL).eval()
+    kept.load_state_dict(plain.state_dict())
+    batch = random_batch(SIZES, 16, torch.Generator().manual_seed(4), tasks=("click", "like"))
+    q, p = plain.predict(batch), kept.predict(batch)
+    for task in plain.tasks:
+        torch.testing.assert_close(p[task], q[task] / (q[task] + (1 - q[task]) / 0.1))
+    with pytest.raises(ValueError, match="negative_keep"):
+        Ranker(SIZES, negative_keep=0.0)
+
+
+def test_keep_negatives_keeps_every_positive_and_a_hashed_share_of_the_rest(spark):
+    from recsys_spark.train.job import keep_negatives
+
+    rows = [(i, int(i % 7 == 0), int(i % 21 == 0)) for i in range(20_000)]
+    frame = spark.createDataFrame(rows, "row_id long, label_click int, label_like int")
+    kept = keep_negatives(frame, ["click", "like"], 0.25, seed=3)
+    got = {r.row_id: (r.label_click, r.label_like) for r in kept.collect()}
+    positives = [r for r in rows if r[1] or r[2]]
+    negatives = len(rows) - len(positives)
+    assert all(r[0] in got for r in positives)
+    share = (len(got) - len(positives)) / negatives
+    assert abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / negatives)  # 4 standard deviations
+    assert {r.row_id for r in keep_negatives(frame, ["click", "like"], 0.25, seed=3).collect()} == set(got)
+    assert keep_negatives(frame, ["click"], 1.0, seed=3).count() == len(rows)
+
+
 def zoo_sgd(comm, steps: int, seed: int) -> dict:
     """For every ZOO member: SGD on one fixed batch split over the ranks; rank 0 checks its export."""
     out = {}

@@ -566,9 +566,13 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
     dense = np.stack([np.zeros(len(ITEM_DENSE)) if d is None else d for d in frame["item_dense"]])
     ranking, baselines = {}, {}
     users_col = frame["user_idx"].to_numpy()
+    keep = float(model.hyper.get("negative_keep", 1.0))
     for task in model.tasks:
         y, p = frame[f"label_{task}"].to_numpy(), np.concatenate(probs[task])
         ranking[task] = {"auc": auc(y, p), "uauc": uauc(users_col, y, p), "logloss": logloss(y, p)}
+        if keep < 1:  # trained on a share r of the negatives: the log-loss of q, before p = q/(q+(1-q)/r)
+            q = p / (p + (1 - p) * keep)
+            ranking[task]["logloss_uncalibrated"] = logloss(y, q)
         if f"oracle_{task}" in frame:
             ranking[task].update(oracle_ranking(users_col, y, frame[f"oracle_{task}"].to_numpy(float)))
         b = baseline_scores(dense, task)

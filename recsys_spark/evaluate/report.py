@@ -35,9 +35,9 @@ EXCLUDE_SEEN_KEY = "recall_exclude_seen"
 VARIANTS_KEY = "variants"  # evaluate --variant-by: the A/B readout of the final lists
 BUSINESS_KEY = "business"  # the business metrics of the day, overall and per variant
 BASELINE_LABEL = "statistics-only baseline"
-LOWER_IS_BETTER = frozenset({"logloss"})
+LOWER_IS_BETTER = frozenset({"logloss", "logloss_uncalibrated"})
 RECALL_METRIC_ORDER = ("recall", "ndcg", "hitrate", "coverage", "ild", "category_ild", "novelty")
-RANKING_METRIC_ORDER = ("auc", "uauc", "logloss")
+RANKING_METRIC_ORDER = ("auc", "uauc", "logloss", "logloss_uncalibrated")
 # `oracle_auc` / `oracle_uauc` of a task: the generator's true probabilities, shown as their own row.
 ORACLE_PREFIX = "oracle_"
 ORACLE_LABEL = "oracle (true probability)"

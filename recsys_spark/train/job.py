@@ -51,7 +51,7 @@ SAMPLES_TABLE = {"two_tower": "recall_samples", "ranker": "rank_samples"}
 USER_GROUPED = {"two_tower": "user_idx"}
 TRAINING_OPTIONS = (
     "epochs", "batch_size", "learning_rate", "dim", "out_dim", "temperature", "history_length",
-    "cold_start_days", "history_encoder", "uniform_negatives", "arch", "tasks_arch", "own_negatives", "seed",
+    "cold_start_days", "history_encoder", "uniform_negatives", "arch", "tasks_arch", "negative_keep", "own_negatives", "seed",
 )  # fmt: skip
 
 
@@ -89,6 +89,14 @@ class TrainConfig(GatedConfig):
         "Ranker history reader and feature crossing: fm, wide_deep, deepfm (mean-pooled history), dcn_v2 "
         "(DIN attention, cross network + deep), din, dien (docs/models.md); a warm start keeps its base's.",
         choices=list(RANKER_ARCHS),
+    )
+    negative_keep: float = option(
+        1.0,
+        "Ranker: share r of the impressions with no positive label kept in the training store (hashed per "
+        "row); the model adds log r to its logits, i.e. p = q / (q + (1 - q) / r), so it serves calibrated "
+        "probabilities (a warm start keeps its base's r).",
+        exclusive_minimum=0,
+        maximum=1,
     )
     tasks_arch: str = option(
         "mmoe",
@@ -138,6 +146,8 @@ def validate(cfg: TrainConfig) -> None:
             raise UsageError(f"--{f.name.replace('_', '-')} must be >= {f.metadata['minimum']}")
     if cfg.learning_rate <= 0 or cfg.temperature <= 0:
         raise UsageError("--learning-rate and --temperature must be > 0")
+    if not 0 < cfg.negative_keep <= 1:
+        raise UsageError(f"--negative-keep must be in (0, 1], got {cfg.negative_keep}")
     unknown = set(cfg.tasks) - {"click", "like", "share", "comment", "follow", "purchase"}
     if cfg.model == "ranker" and (not cfg.tasks or unknown):
         raise UsageError(f"--tasks must name rank_samples labels (click, like, share...), got {cfg.tasks}")
@@ -159,7 +169,58 @@ def _hyper(cfg: TrainConfig) -> dict:
             "temperature": cfg.temperature,
             "history_encoder": cfg.history_encoder,
         }
-    return {"emb_dim": cfg.dim, "tasks": tuple(cfg.tasks), "arch": cfg.arch, "tasks_arch": cfg.tasks_arch}
+    return {
+        "emb_dim": cfg.dim,
+        "tasks": tuple(cfg.tasks),
+        "arch": cfg.arch,
+        "tasks_arch": cfg.tasks_arch,
+        "negative_keep": cfg.negative_keep,
+    }
+
+
+def _base_hyper(base_url: str | None) -> dict:
+    if not base_url:
+        return {}
+    import torch
+
+    from recsys_spark.lake.commit import read_bytes
+
+    base = torch.load(read_bytes(f"{base_url}/checkpoint.pt"), map_location="cpu", weights_only=True)
+    return dict(base.get("hyper", {}))
+
+
+def keep_negatives(encoded: DataFrame, tasks: list[str], keep: float, seed: int) -> DataFrame:
+    """The rows with a positive label in any task, and a hashed share `keep` of the others.
+
+    Parameters
+    ----------
+    encoded : DataFrame
+        Encoded ranking rows with `row_id` and `label_<task>` per task.
+    tasks : list of str
+        The tasks.
+    keep : float
+        Share r in (0, 1] of the all-negative rows kept (1 keeps every row).
+    seed : int
+        Salt of the row hash: the same seed keeps the same rows.
+
+    Returns
+    -------
+    DataFrame
+        The kept rows.
+
+    References
+    ----------
+    X. He et al. "Practical Lessons from Predicting Clicks on Ads at Facebook." ADKDD 2014
+    (negative down-sampling and the recalibration q / (q + (1 − q) / r)).
+    """
+    if keep >= 1:
+        return encoded
+    positive = None
+    for task in tasks:
+        is_pos = F.col(f"label_{task}") > 0
+        positive = is_pos if positive is None else positive | is_pos
+    draw = F.pmod(F.xxhash64(F.lit(seed), F.lit("negative-keep"), F.col("row_id")), F.lit(1_000_000)) / 1e6
+    return encoded.filter(positive | (draw < F.lit(keep)))
 
 
 def _vocabularies(spark, lake, samples: DataFrame, base_url: str | None) -> dict[str, DataFrame]:
@@ -228,6 +289,14 @@ def prepare_training(
     vocabs = read_vocabs(spark, f"{staging}/vocab")
     store, items_url, freq_url = f"{scratch}/store", f"{scratch}/items", f"{scratch}/freq"
     encoded = encode_samples(samples, vocabs, cfg.model, cfg.history_length)
+    if cfg.model == "ranker":
+        # A base's logits carry its own log r: the rows it keeps learning from are sampled alike.
+        keep = float(_base_hyper(base_url).get("negative_keep", 1.0)) if base_url else cfg.negative_keep
+        if keep != cfg.negative_keep:
+            log.warning(
+                "train ranker: --negative-keep %s ignored, the base keeps %s", cfg.negative_keep, keep
+            )
+        encoded = keep_negatives(encoded, cfg.tasks, keep, cfg.seed)
     group_by = USER_GROUPED.get(cfg.model) if cfg.own_negatives else None
     rows = write_store(encoded, store, cfg.files or max(8, 4 * cfg.np), cfg.seed, group_by)
     feats = item_features(lake.read("items"), stats_of(lake, "item_stats", features_day(day)), day)

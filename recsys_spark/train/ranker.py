@@ -22,6 +22,7 @@ Learning with Multi-gate Mixture-of-Experts." KDD 2018 (MMoE).
 
 from __future__ import annotations
 
+import math
 from typing import IO
 
 import torch
@@ -68,6 +69,9 @@ class Ranker(RecModel):
         History reader and crossing: fm, wide_deep, deepfm, dcn_v2 (default), din, dien.
     tasks_arch : str
         Task heads: mmoe (default), ple, esmm (two tasks: click, then a conversion).
+    negative_keep : float
+        Share r of the all-negative rows the training store kept (1.0): `score_logits` adds log r, the
+        logit form of the recalibration p = q / (q + (1 − q) / r), so every output is calibrated.
     """
 
     kind = "ranker"
@@ -97,6 +101,7 @@ class Ranker(RecModel):
         emb_std: float = 0.05,
         arch: str = "dcn_v2",
         tasks_arch: str = "mmoe",
+        negative_keep: float = 1.0,
     ) -> None:
         attn_hidden, deep, expert_hidden = tuple(attn_hidden), tuple(deep), tuple(expert_hidden)
         tower_hidden, tasks = tuple(tower_hidden), tuple(tasks)
@@ -117,8 +122,12 @@ class Ranker(RecModel):
                 emb_std=emb_std,
                 arch=arch,
                 tasks_arch=tasks_arch,
+                negative_keep=negative_keep,
             ),
         )
+        if not 0 < negative_keep <= 1:
+            raise ValueError(f"negative_keep must be in (0, 1], got {negative_keep}")
+        self.log_keep = math.log(negative_keep)  # a plain float: the TorchScript export reads it
         if arch not in ARCH_INTEREST:
             raise ValueError(f"unknown ranker arch {arch!r}; known {tuple(ARCH_INTEREST)}")
         if tasks_arch == "esmm" and (len(tasks) != 2 or tasks[0] != "click"):
@@ -253,7 +262,7 @@ class Ranker(RecModel):
         hidden, bias = self._hidden(
             user_idx, gender_idx, age_idx, region_idx, user_dense, hist, item_idx, pair_dense
         )
-        return self.heads(hidden, bias)
+        return self.heads(hidden, bias) + self.log_keep
 
     def _args(self, batch: dict[str, Tensor]) -> list[Tensor | None]:
         # A model saved before pair_dense existed (width 0) scores new rows by not reading it.
