@@ -312,20 +312,25 @@ def test_store_rows_carry_their_own_history(trained, spark):
 @pytest.mark.slow
 def test_a_cold_start_trains_on_every_day_of_its_window(trained):
     """The first full run (no base) trained on BEFORE's stored samples plus the day before's, which it
-    built itself; the reference is the samples job run for that day afterwards (hash-seeded, so the
-    same rows), and warm starts train on their own day only."""
+    wrote first; the reference is the samples job rerun for that day (hash-seeded: the same rows),
+    and warm starts train on their own day only."""
     lake, run, _ = trained
     day_before = str(dt.date.fromisoformat(BEFORE) - dt.timedelta(days=1))
     first = _manifest(lake, "two_tower", "full", f"full-{BEFORE}")
     assert first["sample_window"] == [day_before, BEFORE]
-    stored = lake.read("recall_samples")
-    assert stored.filter(f"dt = '{day_before}'").count() == 0  # built in the run, never written
+
+    def rows(table: str, day: str) -> list:
+        return sorted(map(tuple, lake.read(table).filter(f"dt = '{day}'").collect()), key=repr)
+
+    by_train = {t: rows(t, day_before) for t in ("recall_samples", "rank_samples")}
+    assert all(by_train.values())
     assert run("samples", "--date", day_before, "--hard-negative-channel", "none") == 0
-    per_day = {d: lake.read("recall_samples").filter(f"dt = '{d}'").count() for d in (day_before, BEFORE)}
-    assert min(per_day.values()) > 0 and first["rows"] == sum(per_day.values())
+    assert {t: rows(t, day_before) for t in by_train} == by_train
+    per_day = [len(rows("recall_samples", d)) for d in (day_before, BEFORE)]
+    assert first["rows"] == sum(per_day)
     warm = _manifest(lake, "two_tower", "full", f"full-{YESTERDAY}")
     assert warm["sample_window"] == [YESTERDAY, YESTERDAY]
-    assert warm["rows"] == lake.read("recall_samples").filter(f"dt = '{YESTERDAY}'").count()
+    assert warm["rows"] == len(rows("recall_samples", YESTERDAY))
 
 
 @pytest.mark.slow

@@ -275,16 +275,38 @@ def validate(cfg: SamplesConfig) -> None:
         raise UsageError("--negative-power must be >= 0")
 
 
+def write_samples(lake, day: dt.date, cfg: SamplesConfig, job: str = "samples") -> dict[str, int]:
+    """Build the samples of `day` and replace that day's partitions of both tables (gated writes).
+
+    Parameters
+    ----------
+    lake : Lake
+        The lake.
+    day : datetime.date
+        The sample day (features as of the day before).
+    cfg : SamplesConfig
+        The sampling options.
+    job : str
+        The writer recorded in the commits' metadata (`train` when its cold start fills a window).
+
+    Returns
+    -------
+    dict of str to int
+        `{"recall_samples": version, "rank_samples": version}`.
+    """
+    recall, rank = build_samples(lake, day, cfg)
+    meta = {"recsys.job": job, "recsys.date": str(day), "recsys.features_dt": str(features_day(day))}
+    return {
+        "recall_samples": lake.overwrite_dates("recall_samples", recall, [day], metadata=meta),
+        "rank_samples": lake.overwrite_dates("rank_samples", rank, [day], metadata=meta),
+    }
+
+
 def run(cfg: SamplesConfig, spark, lake) -> int:
     validate(cfg)
     day = cfg.date
     started = time.time()
-    recall, rank = build_samples(lake, day, cfg)
-    meta = {"recsys.job": "samples", "recsys.date": str(day), "recsys.features_dt": str(features_day(day))}
-    versions = {
-        "recall_samples": lake.overwrite_dates("recall_samples", recall, [day], metadata=meta),
-        "rank_samples": lake.overwrite_dates("rank_samples", rank, [day], metadata=meta),
-    }
+    versions = write_samples(lake, day, cfg)
     recall_now = lake.read("recall_samples").filter(F.col("dt") == F.lit(day))
     mix = {r.sample_type: r["count"] for r in recall_now.groupBy("sample_type").count().collect()}
     rank_now = lake.read("rank_samples").filter(F.col("dt") == F.lit(day))

@@ -33,7 +33,7 @@ from recsys_spark.catalog import HISTORY_ENCODERS, LAUNCHERS, MODELS, RANKER_ARC
 from recsys_spark.config import GatedConfig, option
 from recsys_spark.errors import UsageError
 from recsys_spark.samples.features import ITEM_DENSE, PAIR_DENSE, USER_DENSE, features_day, item_features
-from recsys_spark.samples.job import SamplesConfig, build_samples, stats_of
+from recsys_spark.samples.job import SamplesConfig, build_samples, stats_of, write_samples
 from recsys_spark.train.registry import (
     FULL,
     INCREMENTAL,
@@ -111,8 +111,8 @@ class TrainConfig(GatedConfig):
     cold_start_days: int = option(
         30,
         "Full mode with nothing to warm-start from (the first run, or --warm-start false): train on the "
-        "samples of every event day of the N days ending --date, building those of days that have none "
-        "(each with its own day's features), not on --date alone (1 = --date only).",
+        "samples of every event day of the N days ending --date, first writing those of days that have "
+        "none as `samples` would (each with its own day's features), not on --date alone (1 = --date only).",
         minimum=1,
     )
     keep_versions: int = option(
@@ -493,9 +493,10 @@ def cold_start_samples(cfg: TrainConfig, lake, table: str, day: dt.date) -> Data
     A model with no base learns from the whole window, not from one day: the daily full update only
     adds a day to what the model already knows, and a first model trained on one day barely beats
     popularity (issue 18: 1,639 rows of a 75,000-rating history). Days whose samples the lake holds
-    are read; the others are built as the samples job builds a day (`samples.job.build_samples`:
-    features as of the day before each, so no label's own day reaches its features). The window's
-    days are a handful of rows; the samples stay distributed.
+    are read; the others are written first, one day at a time, exactly as `samples --date d` writes
+    them (`samples.job.write_samples`: features as of the day before each, gated commits), so the
+    other model's cold start and any later run find them, and each day's plan stays one day's size.
+    The window's days are a handful of rows; the samples stay distributed.
     """
     first = day - dt.timedelta(days=cfg.cold_start_days - 1)
     in_window = (F.col("dt") >= F.lit(first)) & (F.col("dt") <= F.lit(day))
@@ -507,15 +508,28 @@ def cold_start_samples(cfg: TrainConfig, lake, table: str, day: dt.date) -> Data
         "train %s full %s: cold start over %s..%s: %d day(s) of %s stored, %d built",
         cfg.model, day, first, day, len(have), table, len(missing),
     )  # fmt: skip
-    if not missing:
-        return stored
+    if missing and not lake.read("events").filter(F.col("dt") < F.lit(missing[0])).limit(1).count():
+        # The lake's first day: nothing before it to draw negatives or histories from.
+        log.info(
+            "train %s full %s: cold start: %s is the first event day, no samples", cfg.model, day, missing[0]
+        )
+        missing = missing[1:]
     # Hard negatives from Swing where the lake has it, as the incremental update builds its samples.
     channel = "swing" if lake.exists("swing_sim") else "none"
-    samples_cfg = SamplesConfig(date=day, history_length=cfg.history_length, hard_negative_channel=channel)
-    period = events.filter(F.col("dt").isin(missing))
-    recall, rank = build_samples(lake, max(missing), samples_cfg, period_events=period)
-    built = recall if table == SAMPLES_TABLE["two_tower"] else rank
-    return stored.unionByName(built.select(*stored.columns))
+    for n, missing_day in enumerate(missing, 1):
+        samples_cfg = SamplesConfig(
+            date=missing_day, history_length=cfg.history_length, hard_negative_channel=channel
+        )
+        write_samples(lake, missing_day, samples_cfg, job="train")
+        log.info(
+            "train %s full %s: cold start: samples of %s written (%d/%d)",
+            cfg.model,
+            day,
+            missing_day,
+            n,
+            len(missing),
+        )
+    return lake.read(table).filter(in_window)
 
 
 def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
