@@ -33,6 +33,19 @@ def lake(spark, tmp_path):
     return Lake(spark, str(tmp_path / "lake"))
 
 
+@pytest.fixture(scope="module")
+def by_value(request):
+    """The requesting test module pickled by value, so Horovod/torch ranks can run functions defined in it."""
+    import cloudpickle
+    import pyspark.cloudpickle as spark_cloudpickle
+
+    for pickler in (cloudpickle, spark_cloudpickle):
+        pickler.register_pickle_by_value(request.module)
+    yield
+    for pickler in (cloudpickle, spark_cloudpickle):
+        pickler.unregister_pickle_by_value(request.module)
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print what tests recorded as `timings` (the Airflow runs' task tables) at the end of the run.
 

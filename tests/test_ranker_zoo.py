@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import itertools
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -199,19 +198,6 @@ def zoo_sgd(comm, steps: int, seed: int) -> dict:
             "export_error": export,
         }
     return out
-
-
-@pytest.fixture(scope="module")
-def by_value():
-    import cloudpickle
-    import pyspark.cloudpickle as spark_cloudpickle
-
-    module = sys.modules[__name__]
-    for pickler in (cloudpickle, spark_cloudpickle):
-        pickler.register_pickle_by_value(module)
-    yield
-    for pickler in (cloudpickle, spark_cloudpickle):
-        pickler.unregister_pickle_by_value(module)
 
 
 @pytest.mark.slow

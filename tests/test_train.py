@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -182,19 +181,6 @@ def fixed_batch_sgd(comm, steps: int, seed: int) -> list[float]:
         model.loss(mine).backward()
         optimizer.step()
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).tolist()
-
-
-@pytest.fixture(scope="module")
-def by_value():
-    import cloudpickle
-    import pyspark.cloudpickle as spark_cloudpickle
-
-    module = sys.modules[__name__]
-    for pickler in (cloudpickle, spark_cloudpickle):
-        pickler.register_pickle_by_value(module)
-    yield
-    for pickler in (cloudpickle, spark_cloudpickle):
-        pickler.unregister_pickle_by_value(module)
 
 
 @pytest.mark.slow

@@ -142,12 +142,15 @@ class TrainConfig(GatedConfig):
 
 def validate(cfg: TrainConfig) -> None:
     for f in dataclasses.fields(cfg):  # the bounds the DAG params carry too
-        if "minimum" in f.metadata and getattr(cfg, f.name) < f.metadata["minimum"]:
-            raise UsageError(f"--{f.name.replace('_', '-')} must be >= {f.metadata['minimum']}")
+        flag, value = f"--{f.name.replace('_', '-')}", getattr(cfg, f.name)
+        if "minimum" in f.metadata and value < f.metadata["minimum"]:
+            raise UsageError(f"{flag} must be >= {f.metadata['minimum']}")
+        if "maximum" in f.metadata and value > f.metadata["maximum"]:
+            raise UsageError(f"{flag} must be <= {f.metadata['maximum']}, got {value}")
     if cfg.learning_rate <= 0 or cfg.temperature <= 0:
         raise UsageError("--learning-rate and --temperature must be > 0")
-    if not 0 < cfg.negative_keep <= 1:
-        raise UsageError(f"--negative-keep must be in (0, 1], got {cfg.negative_keep}")
+    if cfg.negative_keep <= 0:
+        raise UsageError(f"--negative-keep must be > 0, got {cfg.negative_keep}")
     unknown = set(cfg.tasks) - {"click", "like", "share", "comment", "follow", "purchase"}
     if cfg.model == "ranker" and (not cfg.tasks or unknown):
         raise UsageError(f"--tasks must name rank_samples labels (click, like, share...), got {cfg.tasks}")
@@ -178,7 +181,8 @@ def _hyper(cfg: TrainConfig) -> dict:
     }
 
 
-def _base_hyper(base_url: str | None) -> dict:
+def _base_header(base_url: str | None) -> dict:
+    """The warm-start base checkpoint's `sizes` and `hyper` (empty without a base), read once per run."""
     if not base_url:
         return {}
     import torch
@@ -186,7 +190,7 @@ def _base_hyper(base_url: str | None) -> dict:
     from recsys_spark.lake.commit import read_bytes
 
     base = torch.load(read_bytes(f"{base_url}/checkpoint.pt"), map_location="cpu", weights_only=True)
-    return dict(base.get("hyper", {}))
+    return {"sizes": dict(base["sizes"]), "hyper": dict(base.get("hyper", {}))}
 
 
 def keep_negatives(encoded: DataFrame, tasks: list[str], keep: float, seed: int) -> DataFrame:
@@ -243,7 +247,7 @@ def _vocabularies(spark, lake, samples: DataFrame, base_url: str | None) -> dict
     return {f: extend_vocab(spark, old.get(f), sources[f].toDF("id")) for f in FIELDS}
 
 
-def _pair_dense_dim(cfg: TrainConfig, base_url: str | None) -> int:
+def _pair_dense_dim(cfg: TrainConfig, base: dict) -> int:
     """The ranker's `pair_dense` width: `len(PAIR_DENSE)`, or the warm-start base's own width.
 
     A model's input widths cannot change when it is grown, so a base saved before the profile-match
@@ -252,13 +256,8 @@ def _pair_dense_dim(cfg: TrainConfig, base_url: str | None) -> int:
     """
     if cfg.model != "ranker":
         return 0
-    if not base_url:
+    if not base:
         return len(PAIR_DENSE)
-    import torch
-
-    from recsys_spark.lake.commit import read_bytes
-
-    base = torch.load(read_bytes(f"{base_url}/checkpoint.pt"), map_location="cpu", weights_only=True)
     width = int(base["sizes"].get("pair_dense_dim", 0))
     if width != len(PAIR_DENSE):
         log.warning(
@@ -289,9 +288,10 @@ def prepare_training(
     vocabs = read_vocabs(spark, f"{staging}/vocab")
     store, items_url, freq_url = f"{scratch}/store", f"{scratch}/items", f"{scratch}/freq"
     encoded = encode_samples(samples, vocabs, cfg.model, cfg.history_length)
+    base = _base_header(base_url) if cfg.model == "ranker" else {}
     if cfg.model == "ranker":
         # A base's logits carry its own log r: the rows it keeps learning from are sampled alike.
-        keep = float(_base_hyper(base_url).get("negative_keep", 1.0)) if base_url else cfg.negative_keep
+        keep = float(base["hyper"].get("negative_keep", 1.0)) if base else cfg.negative_keep
         if keep != cfg.negative_keep:
             log.warning(
                 "train ranker: --negative-keep %s ignored, the base keeps %s", cfg.negative_keep, keep
@@ -313,7 +313,7 @@ def prepare_training(
         "user_dense_dim": len(USER_DENSE),
         "item_dense_dim": len(ITEM_DENSE),
         "hist_len": cfg.history_length,
-        "pair_dense_dim": _pair_dense_dim(cfg, base_url),
+        "pair_dense_dim": _pair_dense_dim(cfg, base),
     }
     log.info(
         "train %s %s: %d rows, vocabularies %s, %d rank(s) via %s",
