@@ -487,7 +487,7 @@ def loss_curve(results: list[dict]) -> list[dict]:
     return curve
 
 
-def cold_start_samples(cfg: TrainConfig, lake, table: str, day: dt.date) -> DataFrame:
+def cold_start_samples(cfg: TrainConfig, lake, table: str, day: dt.date) -> tuple[DataFrame, dt.date]:
     """The samples of every event day of the `--cold-start-days` window ending `day`.
 
     A model with no base learns from the whole window, not from one day: the daily full update only
@@ -496,7 +496,8 @@ def cold_start_samples(cfg: TrainConfig, lake, table: str, day: dt.date) -> Data
     are read; the others are written first, one day at a time, exactly as `samples --date d` writes
     them (`samples.job.write_samples`: features as of the day before each, gated commits), so the
     other model's cold start and any later run find them, and each day's plan stays one day's size.
-    The window's days are a handful of rows; the samples stay distributed.
+    The window's days are a handful of rows; the samples stay distributed. Returns the samples and
+    the window's first day.
     """
     first = day - dt.timedelta(days=cfg.cold_start_days - 1)
     in_window = (F.col("dt") >= F.lit(first)) & (F.col("dt") <= F.lit(day))
@@ -529,7 +530,7 @@ def cold_start_samples(cfg: TrainConfig, lake, table: str, day: dt.date) -> Data
             n,
             len(missing),
         )
-    return lake.read(table).filter(in_window)
+    return lake.read(table).filter(in_window), first
 
 
 def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
@@ -545,10 +546,10 @@ def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
     version = f"full-{day}"
     staging = registry.staging_url()
     log.info("train %s full %s: %s", cfg.model, day, f"warm start from {base}" if base else "cold start")
-    window = [str(day), str(day)]
+    first = day
     if base is None and cfg.cold_start_days > 1:
-        samples = cold_start_samples(cfg, lake, table, day)
-        window[0] = str(day - dt.timedelta(days=cfg.cold_start_days - 1))
+        samples, first = cold_start_samples(cfg, lake, table, day)
+    window = [str(first), str(day)]
     try:
         results, rows, sizes = train_version(cfg, spark, lake, samples, day, base_url, staging)
         watermark = dt.datetime.combine(day + dt.timedelta(days=1), dt.time())
