@@ -37,6 +37,8 @@ def daily_lake(spark, tmp_path_factory):
         "1",
         "--cold-start-days",
         "1",  # the cold-start window has its own test (test_train): one day keeps this run small
+        "--cold-start-epochs",
+        "1",
     ]
     assert cli.main(daily, spark=spark) == 0
     return Lake(spark, root)
@@ -66,6 +68,44 @@ def test_run_daily_produces_every_table(daily_lake):
     for model in catalog.MODELS:
         latest = json.loads(Path(daily_lake.path("_models", model, "LATEST.json")).read_text())
         assert latest["serving"] == "full-2026-11-04"
+
+
+# -- data quality over a whole day: every table gated before its commit, `validate` passes on each --
+DAY = "2026-11-04"
+
+
+def _quality(lake, table: str) -> dict:
+    return json.loads(Path(lake.path("_reports", "quality", table, f"{DAY}.json")).read_text())
+
+
+@pytest.mark.slow
+def test_every_table_passed_its_gate_before_its_commit(daily_lake):
+    for table in catalog.DAILY_TABLES:
+        summary = _quality(daily_lake, table)
+        assert (summary["mode"], summary["status"]) == ("gate", "passed"), (table, summary["critical_failed"])
+        assert summary["evaluated"] >= 7
+        # The gate runs the critical checks only, pass/fail only while they pass (no Data Docs).
+        assert all(c["severity"] == "critical" and c["success"] for c in summary["checks"])
+        assert summary["data_docs"] is None
+
+
+@pytest.mark.slow
+def test_validate_passes_on_every_table_of_the_days_lake(spark, daily_lake, capsys):
+    for table in daily_lake.tables():
+        code = cli.main(["validate", "--lake", daily_lake.root, "--table", table], spark=spark)
+        out = capsys.readouterr().out
+        assert code == 0, (table, out)
+        summary = _quality(daily_lake, table)
+        assert summary["mode"] == "validate" and summary["success"], (table, summary["critical_failed"])
+        assert f"validate {table} (" in out and "PASSED" in out
+        assert Path(summary["data_docs"]).is_file()
+    events = _quality(daily_lake, "events")
+    assert events["scope"] == f"dt = {DAY}" and events["baseline"] == "the previous day (dt = 2026-11-03)"
+    assert any(c["drift"] == "mix" for c in events["checks"])
+    board = Path(daily_lake.path("_reports", "quality", "index.html")).read_text()
+    assert all(f"<td>{t}</td>" in board for t in daily_lake.tables())
+    docs_index = Path(daily_lake.path("_reports", "quality", "data_docs", "index.html")).read_text()
+    assert "validations/events/" in docs_index and "validations/walks/" in docs_index
 
 
 @pytest.mark.slow
@@ -154,12 +194,12 @@ def test_spark_submit_evaluates(daily_lake):
 
 
 @pytest.mark.slow
-def test_spark_submit_samples_then_both_models_full_and_incremental_on_two_ranks(spark, tmp_path):
+def test_spark_submit_samples_then_both_models_on_two_ranks(spark, tmp_path):
     """The training half of the day as spark-submit runs it: samples, then each model's full update on
-    2 Horovod ranks, then the two-tower's incremental update on 2 ranks from the next day's events (the
-    ranker's incremental update shares that code path; test_train and the Airflow test run it)."""
+    2 Horovod ranks (incremental updates are test_train's in-process and the Airflow test's through
+    spark-submit)."""
     root = str(tmp_path / "lake")
-    args = ["--lake", root, "--users", "200", "--items", "80", "--days", "4", "--seed", "7"]
+    args = ["--lake", root, "--users", "200", "--items", "80", "--days", "3", "--seed", "7"]
     assert cli.main(["generate", *args], spark=spark) == 0
     assert cli.main(["stats", "--lake", root, "--date", "2026-11-03"], spark=spark) == 0
 
@@ -167,12 +207,10 @@ def test_spark_submit_samples_then_both_models_full_and_incremental_on_two_ranks
         "samples", "--lake", root, "--date", "2026-11-03", "--hard-negative-channel", "none"
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = [("full", "2026-11-03", model) for model in catalog.MODELS]
-    runs.append(("incremental", "2026-11-04", "two_tower"))
-    for mode, day, model in runs:
+    for model in catalog.MODELS:
         result = spark_submit(
-            "train", "--lake", root, "--model", model, "--mode", mode, "--np", "2", "--date", day,
-            "--epochs", "1", "--batch-size", "128", "--cold-start-days", "1",
+            "train", "--lake", root, "--model", model, "--np", "2", "--date", "2026-11-03",
+            "--epochs", "1", "--batch-size", "128", "--cold-start-days", "1", "--cold-start-epochs", "1",
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         fingerprints = re.findall(r"rank [01]/2: .* params (\w+)", result.stdout)
@@ -181,7 +219,8 @@ def test_spark_submit_samples_then_both_models_full_and_incremental_on_two_ranks
     assert lake.read("recall_samples").count() > 0 and lake.read("rank_samples").count() > 0
     for model in catalog.MODELS:
         latest = json.loads(Path(lake.path("_models", model, "LATEST.json")).read_text())
-        assert latest["full"]["version"] == "full-2026-11-03", latest
-    latest = json.loads(Path(lake.path("_models", "two_tower", "LATEST.json")).read_text())
-    assert latest["incremental"]["version"] == "inc-2026-11-04-001", latest
-    assert latest["incremental"]["base"] == "full-2026-11-03" and latest["serving"] == "inc-2026-11-04-001"
+        assert latest["full"]["version"] == latest["serving"] == "full-2026-11-03", latest
+        manifest = json.loads(
+            Path(lake.path("_models", model, "full", "full-2026-11-03", "manifest.json")).read_text()
+        )
+        assert manifest["ranks"] == 2 and manifest["backend"] == "horovod", manifest

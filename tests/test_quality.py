@@ -1,4 +1,5 @@
-"""Data quality: suites as data, `validate` on every table, drift tolerances, and publish gates."""
+"""Data quality: suites as data, `validate`, drift tolerances, and publish gates (a whole day's gates and
+`validate` over every table of its lake are test_pipeline's, on the run-daily lake)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark import catalog, cli
+from recsys_spark import cli
 from recsys_spark.lake import Lake
 from recsys_spark.lake.tables import known_tables, table_schema
 from recsys_spark.quality import suites as S
@@ -38,9 +39,6 @@ DESIGN_TABLES = {
     "rank_samples",
     "item_vectors",
 }
-DAILY_TABLES = catalog.DAILY_TABLES
-# The stages the fixture leaves out (node2vec, training and evaluation: other modules' business, slow).
-STAGES_SKIPPED = ["walks.node2vec", "embeddings.node2vec", "train", "evaluate"]
 START = dt.date(2024, 3, 1)  # in the past whatever the clock says, so "not in the future" holds
 DAY = START + dt.timedelta(days=1)
 
@@ -141,60 +139,16 @@ def test_drift_bounds_follow_the_tolerances():
     assert all(e["severity"] == "warning" for e in out)
 
 
-# -- a small lake built by the daily pipeline with the gates on -------------------------------
+# -- a small lake: two generated days and one similarity table ---------------------------------
+# Gates and `validate` over every table of a whole daily run are test_pipeline's (its run-daily lake
+# holds every table); the tests here need events of two days and one derived table.
 @pytest.fixture(scope="module")
 def good_lake(spark, tmp_path_factory):
-    from recsys_spark.pipeline import DailyConfig, run
-
     root = str(tmp_path_factory.mktemp("quality") / "lake")
     args = ["--users", "150", "--items", "80", "--days", "2", "--seed", "5", "--start-date", str(START)]
     assert cli.main(["generate", "--lake", root, *args], spark=spark) == 0
-    lake = Lake(spark, root)
-    enable_gates(lake, DAY)
-    cfg = DailyConfig(
-        lake=root,
-        date=DAY,
-        num_walks=2,
-        walk_length=6,
-        embed_dim=8,
-        embed_epochs=1,
-        launcher="local",
-        skip=STAGES_SKIPPED,
-    )
-    assert run(cfg, spark, lake) == 0
-    disable_gates(lake)
-    return lake
-
-
-@pytest.mark.slow
-def test_daily_run_with_gates_publishes_every_table_after_its_gate(good_lake):
-    for table in DAILY_TABLES:
-        assert good_lake.exists(table), table
-        summary = _summary(good_lake, table, DAY)
-        assert (summary["mode"], summary["status"]) == ("gate", "passed"), (table, summary["critical_failed"])
-        assert summary["evaluated"] >= 7
-        # The gate runs the critical checks only, pass/fail only while they pass (no Data Docs).
-        assert all(c["severity"] == "critical" and c["success"] for c in summary["checks"])
-        assert summary["data_docs"] is None
-
-
-@pytest.mark.slow
-def test_validate_passes_on_every_table_of_a_good_lake(spark, good_lake, capsys):
-    for table in good_lake.tables():
-        code = cli.main(["validate", "--lake", good_lake.root, "--table", table], spark=spark)
-        out = capsys.readouterr().out
-        assert code == 0, (table, out)
-        summary = _summary(good_lake, table, DAY)
-        assert summary["mode"] == "validate" and summary["success"], (table, summary["critical_failed"])
-        assert f"validate {table} (" in out and "PASSED" in out
-        assert Path(summary["data_docs"]).is_file()
-    events = _summary(good_lake, "events", DAY)
-    assert events["scope"] == f"dt = {DAY}" and events["baseline"] == f"the previous day (dt = {START})"
-    assert any(c["drift"] == "mix" for c in events["checks"])
-    board = Path(good_lake.path("_reports", "quality", "index.html")).read_text()
-    assert all(f"<td>{t}</td>" in board for t in good_lake.tables())
-    docs_index = Path(good_lake.path("_reports", "quality", "data_docs", "index.html")).read_text()
-    assert "validations/events/" in docs_index and "validations/walks/" in docs_index
+    assert cli.main(["similarity", "--lake", root, "--date", str(DAY), "--algo", "swing"], spark=spark) == 0
+    return Lake(spark, root)
 
 
 @pytest.mark.slow
