@@ -64,6 +64,7 @@ class DailyConfig(GatedConfig):
     )
     train_batch_size: int = same_as("train", TrainConfig, "batch_size")
     cold_start_days: int = same_as("train", TrainConfig, "cold_start_days")
+    cold_start_epochs: int = same_as("train", TrainConfig, "cold_start_epochs")
     gate: bool = same_as(
         "stats",
         GatedConfig,

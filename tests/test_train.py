@@ -230,7 +230,20 @@ def trained(spark, tmp_path_factory):
         assert run("samples", "--date", day, "--hard-negative-channel", "none") == 0
     # The cold start trains on the window: BEFORE's stored samples and those it builds for the day before.
     assert (
-        run("train", "--model", "two_tower", "--date", BEFORE, "--np", "2", "--cold-start-days", "2", *FAST)
+        run(
+            "train",
+            "--model",
+            "two_tower",
+            "--date",
+            BEFORE,
+            "--np",
+            "2",
+            "--cold-start-days",
+            "2",
+            *FAST,
+            "--cold-start-epochs",
+            "4",
+        )
         == 0
     )
     assert (
@@ -298,8 +311,8 @@ def test_store_rows_carry_their_own_history(trained, spark):
 @pytest.mark.slow
 def test_a_cold_start_trains_on_every_day_of_its_window(trained):
     """The first full run (no base) trained on BEFORE's stored samples plus the day before's, which it
-    wrote first with the samples job's own writer (`samples.job.write_samples`); warm starts train on
-    their own day only."""
+    wrote first with the samples job's own writer (`samples.job.write_samples`), for
+    --cold-start-epochs passes; warm starts train on their own day only, for --epochs."""
     lake, _, _ = trained
     day_before = str(dt.date.fromisoformat(BEFORE) - dt.timedelta(days=1))
     first = _manifest(lake, "two_tower", "full", f"full-{BEFORE}")
@@ -314,6 +327,9 @@ def test_a_cold_start_trains_on_every_day_of_its_window(trained):
     warm = _manifest(lake, "two_tower", "full", f"full-{YESTERDAY}")
     assert warm["sample_window"] == [YESTERDAY, YESTERDAY]
     assert warm["rows"] == len(rows("recall_samples", YESTERDAY))
+    # From scratch it made --cold-start-epochs passes over the window; the warm start made --epochs.
+    assert len(first["epochs"]) == first["options"]["epochs"] == 4
+    assert len(warm["epochs"]) == warm["options"]["epochs"] == 3
 
 
 @pytest.mark.slow
@@ -435,3 +451,12 @@ def test_train_without_samples_is_a_usage_error(spark, tmp_path, capsys):
     assert (
         cli.main(["train", "--lake", root, "--mode", "incremental", "--launcher", "local"], spark=spark) == 2
     )
+
+
+def test_cold_start_epochs_default_per_model_and_an_explicit_value_wins():
+    from recsys_spark.train.job import TrainConfig, cold_start_epochs
+
+    assert cold_start_epochs(TrainConfig(model="two_tower", epochs=2)) == 8
+    assert cold_start_epochs(TrainConfig(model="ranker", epochs=2)) == 2  # the ranker's: --epochs
+    assert cold_start_epochs(TrainConfig(model="ranker", epochs=2, cold_start_epochs=5)) == 5
+    assert cold_start_epochs(TrainConfig(model="two_tower", epochs=2, cold_start_epochs=1)) == 1
