@@ -207,10 +207,14 @@ def test_spark_submit_samples_then_both_models_on_two_ranks(spark, tmp_path):
         "samples", "--lake", root, "--date", "2026-11-03", "--hard-negative-channel", "none"
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # The ranker with a non-default member of the zoo (test_ranker_zoo trains each one's model class
+    # on 2 ranks; this is the job's path for one): DIN's history attention under ESMM's heads.
+    zoo = {"two_tower": [], "ranker": ["--arch", "din", "--tasks-arch", "esmm"]}
     for model in catalog.MODELS:
         result = spark_submit(
             "train", "--lake", root, "--model", model, "--np", "2", "--date", "2026-11-03",
             "--epochs", "1", "--batch-size", "128", "--cold-start-days", "1", "--cold-start-epochs", "1",
+            *zoo[model],
         )  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         fingerprints = re.findall(r"rank [01]/2: .* params (\w+)", result.stdout)
@@ -224,3 +228,7 @@ def test_spark_submit_samples_then_both_models_on_two_ranks(spark, tmp_path):
             Path(lake.path("_models", model, "full", "full-2026-11-03", "manifest.json")).read_text()
         )
         assert manifest["ranks"] == 2 and manifest["backend"] == "horovod", manifest
+    options = json.loads(
+        Path(lake.path("_models", "ranker", "full", "full-2026-11-03", "manifest.json")).read_text()
+    )["options"]
+    assert (options["arch"], options["tasks_arch"]) == ("din", "esmm")
