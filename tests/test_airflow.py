@@ -51,6 +51,7 @@ TINY = {
     "launcher": "local",
     "train_batch_size": 128,
     "cold_start_days": 1,  # the first run trains on D1's samples only (the window is test_train's)
+    "cold_start_epochs": 1,  # and makes one pass over them
     "validate_inputs": ["events"],
     "validate_outputs": ["rank_samples"],
     # Short-lived JVMs on tiny data: C1-only JIT and the serial GC cut each job's CPU time by about 40%.
@@ -58,13 +59,26 @@ TINY = {
 }
 # Day 1 validates one output (the failing-input test validates events) and skips the stages whose
 # tables nothing later in the day needs (profiles are computed where read; no --variant-by, so no
-# buckets; node2vec is the deepwalk path with other walk weights): each task costs a JVM start, their
-# wiring is checked by the describe tests and their jobs by
-# their own tests. Day 2 keeps what the warm start needs (samples, both models) and skips the rest.
-DAY1_SKIPPED = ["profiles", "buckets", "business_metrics", "walks.node2vec", "embeddings.node2vec"]
-# Evaluate's reference channels (oracle, ALS, EASE) are run-daily's test's (test_pipeline); here the
-# task only has to run and write its report.
-DAY1 = {"validate_inputs": [], "skip": DAY1_SKIPPED, "extra_args": {"evaluate": "--channels popularity"}}
+# buckets; node2vec is the deepwalk path with other walk weights; usercf is the itemcf task's job with
+# another --algo, and the recall below does not read it): each task costs a JVM start, their wiring is
+# checked by the describe tests and their jobs by their own tests. Day 2 keeps what the warm start
+# needs (samples, both models) and skips the rest.
+DAY1_SKIPPED = [
+    "profiles",
+    "buckets",
+    "business_metrics",
+    "similarity.usercf",
+    "walks.node2vec",
+    "embeddings.node2vec",
+]
+# Evaluate's reference channels (oracle, ALS, EASE) and recall's vector channels (an ANN index each)
+# are run-daily's test's (test_pipeline) and test_recall's; here the tasks only have to run, through
+# the DAG's extra_args, and write their report and lists.
+DAY1 = {
+    "validate_inputs": [],
+    "skip": DAY1_SKIPPED,
+    "extra_args": {"evaluate": "--channels popularity", "recommend": "--channels itemcf swing popularity"},
+}
 SKIP_HEAVY = [
     "validate_inputs",
     "stats",
