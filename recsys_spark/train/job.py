@@ -567,9 +567,9 @@ def run_full(cfg: TrainConfig, spark, lake, registry: Registry) -> int:
     staging = registry.staging_url()
     log.info("train %s full %s: %s", cfg.model, day, f"warm start from {base}" if base else "cold start")
     first = day
-    if base is None and cfg.cold_start_days > 1:
-        samples, first = cold_start_samples(cfg, lake, table, day)
     if base is None:
+        if cfg.cold_start_days > 1:
+            samples, first = cold_start_samples(cfg, lake, table, day)
         cfg = dataclasses.replace(cfg, epochs=cold_start_epochs(cfg))
     window = [str(first), str(day)]
     try:
