@@ -68,12 +68,17 @@ def table(report: dict) -> tuple[list[str], dict]:
         summary["two_tower_over_itemcf_recall@50"] = ratio
         lines.append(f"\ntwo_tower / itemcf recall@50: {ratio:.3f} (goal >= 1)")
     lines.append(
-        "\n| task | ranker auc | statistics auc | oracle auc | oracle − ranker |\n|---|---|---|---|---|"
+        "\n| task | ranker auc | statistics auc | oracle auc | oracle − ranker | serving oracle auc "
+        "| serving oracle − ranker |\n|---|---|---|---|---|---|---|"
     )
     for task, m in report.get("ranking", {}).items():
         base = report.get("baselines", {}).get(task, {}).get("auc", float("nan"))
         limit = m.get("oracle_auc", float("nan"))
-        lines.append(f"| {task} | {m['auc']:.4f} | {base:.4f} | {limit:.4f} | {limit - m['auc']:+.4f} |")
+        serving = m.get("oracle_serving_auc", float("nan"))
+        lines.append(
+            f"| {task} | {m['auc']:.4f} | {base:.4f} | {limit:.4f} | {limit - m['auc']:+.4f} | "
+            f"{serving:.4f} | {serving - m['auc']:+.4f} |"
+        )
     summary["ranking"] = report.get("ranking", {})
     summary["baselines"] = report.get("baselines", {})
     return lines, summary

@@ -8,8 +8,9 @@ samples it sees), and evaluates `--date` on the same sampled users:
 - `--model two_tower`: the channels two_tower, itemcf and oracle; one row per point with recall@10,
   recall@50, coverage@10, the ratios two_tower / itemcf and two_tower / oracle at 50;
 - `--model ranker`: the ranking of the day's impressions; one row per point with click and like
-  AUC, the statistics baseline's AUC, the oracle's (ranking by the generator's true probability) and
-  the gap oracle − model, and click log-loss;
+  AUC, the statistics baseline's AUC, the oracle's (ranking by the generator's true probability,
+  which knows how often D showed each pair) and the serving oracle's (the same without that count:
+  the limit a model serving on D can reach), each with its gap limit − model, and click log-loss;
 
 and the training rows and seconds.
 
@@ -117,23 +118,27 @@ def recall_line(point: dict) -> str:
 
 
 RANKER_HEADER = [
-    "| point | train flags | click auc | statistics | oracle | gap | like auc | oracle | gap | click logloss | rows | train s |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| point | train flags | click auc | statistics | oracle | gap | serving oracle | gap | like auc | oracle "
+    "| gap | serving oracle | gap | click logloss | rows | train s |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
+
+
+def limits(task: dict) -> str:
+    """The task's oracle and serving-oracle AUC, each with its gap to the model (limit − model)."""
+    cells = []
+    for key in ("oracle_auc", "oracle_serving_auc"):
+        cells += [f"{task[key]:.4f}", f"{task[key] - task['auc']:+.4f}"] if key in task else ["n/a", "n/a"]
+    return " | ".join(cells)
 
 
 def ranker_line(point: dict) -> str:
     click, like = point["ranking"]["click"], point["ranking"].get("like", {})
     base = point["baselines"].get("click", {})
-
-    def gap(task: dict) -> str:
-        return f"{task['oracle_auc'] - task['auc']:.4f}" if "oracle_auc" in task else "n/a"
-
     return (
         f"| {point['name']} | {' '.join(point['flags'])} | {click['auc']:.4f} | {base.get('auc', float('nan')):.4f} | "
-        f"{click.get('oracle_auc', float('nan')):.4f} | {gap(click)} | {like.get('auc', float('nan')):.4f} | "
-        f"{like.get('oracle_auc', float('nan')):.4f} | {gap(like) if like else 'n/a'} | {click['logloss']:.4f} | "
-        f"{point['rows']} | {point['train_seconds']:.0f} |"
+        f"{limits(click)} | {like.get('auc', float('nan')):.4f} | {limits(like) if like else 'n/a | n/a | n/a | n/a'} | "
+        f"{click['logloss']:.4f} | {point['rows']} | {point['train_seconds']:.0f} |"
     )
 
 

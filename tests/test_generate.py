@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 import subprocess
 import sys
@@ -354,6 +355,48 @@ def test_expected_clicks_follow_the_generators_formula(spark):
         assert got[key] == pytest.approx(value, rel=1e-9), key
 
 
+def test_label_probabilities_follow_the_generators_formula(spark):
+    from recsys_spark.generate.truth import label_probabilities
+
+    with_utc = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    try:
+        items, truth_items, truth_users, catalogue, day = _truth_frames(spark)
+        cfg = GenerateConfig(
+            items=5, clusters=2, explore=0.1, base_ctr=0.1, taste_boost=3.0, popularity_exponent=1.2
+        )
+        shown = [("u0", "i0", 1), ("u0", "i1", 3), ("u1", "i4", 2), ("u1", "i2", 1), ("u9", "i0", 1)]
+        rows = spark.createDataFrame(shown, "user_id string, item_id string, impressions int")
+        got = {
+            (r.user_id, r.item_id): r
+            for r in label_probabilities(
+                rows, truth_items, truth_users, cfg, ["click", "like"], catalogue, day
+            ).collect()
+        }
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", with_utc)
+    # Reference from the formulas of generate.truth, written out for each pair.
+    tastes, activity, a = {"u0": {0: 1.0}, "u1": {1: 0.7, 0: 0.3}}, 1.0, 1.2
+    sizes = {c: sum(1 for _, cc, _, _ in items if cc == c) for c in (0, 1)}
+    by_item = {i: (c, rank, quality) for i, c, rank, quality in items}
+    live = {"i4": 0.5}
+    for user, item, n in shown[:-1]:
+        c, rank, quality = by_item[item]
+        preferred = c in tastes[user]
+        click = min(0.95, 0.1 * quality * (3.0 if preferred else 1.0))
+        like = click * min(1.0, (1.5 if preferred else 0.5) * cfg.like_rate)
+        segment = 0.9 * tastes[user].get(c, 0.0) + 0.1 / 2
+        p_rank = ((rank + 2) ** (1 - a) - (rank + 1) ** (1 - a)) / ((sizes[c] + 1) ** (1 - a) - 1)
+        lam = activity * cfg.session_length * segment * p_rank * live.get(item, 1.0)
+        row = got[(user, item)]
+        for task, p in (("click", click), ("like", like)):
+            assert row[f"oracle_{task}"] == pytest.approx(1 - (1 - p) ** n, rel=1e-9), (user, item)
+            serving = (1 - math.exp(-lam * p)) / (1 - math.exp(-lam))
+            assert row[f"oracle_serving_{task}"] == pytest.approx(serving, rel=1e-9), (user, item)
+    # A user without truth (ingested) gets no limit.
+    assert got[("u9", "i0")]["oracle_click"] is None and got[("u9", "i0")]["oracle_serving_click"] is None
+
+
 def test_true_probabilities_are_calibrated_on_generated_events(spark, tables):
     """The oracle's numbers are the generator's own: they predict the day's clicks and labels."""
     from recsys_spark.evaluate.metrics import auc
@@ -368,6 +411,15 @@ def test_true_probabilities_are_calibrated_on_generated_events(spark, tables):
     assert rows["oracle_click"].mean() == pytest.approx(rows["label_click"].mean(), rel=0.05)
     assert rows["oracle_like"].mean() == pytest.approx(rows["label_like"].mean(), rel=0.15)
     assert auc(rows["label_click"].to_numpy(), rows["oracle_click"].to_numpy()) > 0.75
+    # Without D's impression counts the limit is lower but still the day's click rate, up to the
+    # Poisson approximation of how often a pair is shown (clumped segments make counts overdispersed).
+    serving = rows["oracle_serving_click"].to_numpy()
+    assert serving.mean() == pytest.approx(rows["label_click"].mean(), rel=0.15)
+    assert (
+        0.55
+        < auc(rows["label_click"].to_numpy(), serving)
+        < auc(rows["label_click"].to_numpy(), rows["oracle_click"].to_numpy())
+    )
     # Expected clicks per impression × each user's impressions of D ≈ the clicks of D.
     users = tables["users"].select("user_id")
     scores = expected_clicks(users, *truth, tables["items"], SMALL, day, SMALL.items)

@@ -549,8 +549,8 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
     generated = generated_config(lake)
     if generated is not None:  # the limit: the shown pairs ranked by their true label probability
         truth = (lake.read("truth_items"), lake.read("truth_users"))
-        rows = label_probabilities(rows, *truth, generated, model.tasks)
-        keep += tuple(f"oracle_{t}" for t in model.tasks)
+        rows = label_probabilities(rows, *truth, generated, model.tasks, lake.read("items"), day)
+        keep += tuple(f"oracle{kind}_{t}" for t in model.tasks for kind in ("", "_serving"))
     frame = _encoded_rows(spark, rows, f"{url}/vocab", "ranker", model.sizes.hist_len, keep)
     if frame.empty:
         return {}, {}, version, 0
@@ -573,21 +573,23 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
         if keep < 1:  # trained on a share r of the negatives: the log-loss of q, before p = q/(q+(1-q)/r)
             q = p / (p + (1 - p) * keep)
             ranking[task]["logloss_uncalibrated"] = logloss(y, q)
-        if f"oracle_{task}" in frame:
-            ranking[task].update(oracle_ranking(users_col, y, frame[f"oracle_{task}"].to_numpy(float)))
+        for kind in ("", "_serving"):
+            if f"oracle{kind}_{task}" in frame:
+                truth = frame[f"oracle{kind}_{task}"].to_numpy(float)
+                ranking[task].update(oracle_ranking(users_col, y, truth, f"oracle{kind}_"))
         b = baseline_scores(dense, task)
         baselines[task] = {"auc": auc(y, b), "uauc": uauc(users_col, y, b), "logloss": logloss(y, b)}
     return ranking, baselines, version, len(frame)
 
 
-def oracle_ranking(users: np.ndarray, y: np.ndarray, truth: np.ndarray) -> dict:
-    """`oracle_auc`, `oracle_uauc`: AUC/uAUC of the true probabilities (rows without truth left out)."""
+def oracle_ranking(users: np.ndarray, y: np.ndarray, truth: np.ndarray, prefix: str = "oracle_") -> dict:
+    """`<prefix>auc`, `<prefix>uauc`: AUC/uAUC of true probabilities (rows without truth left out)."""
     known = ~np.isnan(truth)
     if not known.any():
         return {}
     return {
-        "oracle_auc": auc(y[known], truth[known]),
-        "oracle_uauc": uauc(users[known], y[known], truth[known]),
+        f"{prefix}auc": auc(y[known], truth[known]),
+        f"{prefix}uauc": uauc(users[known], y[known], truth[known]),
     }
 
 
@@ -672,6 +674,11 @@ def run(cfg: EvaluateConfig, spark, lake) -> int:
             + (
                 f"  oracle auc {metrics['oracle_auc']:.4f} uauc {metrics['oracle_uauc']:.4f}"
                 if "oracle_auc" in metrics
+                else ""
+            )
+            + (
+                f"  serving oracle auc {metrics['oracle_serving_auc']:.4f}"
+                if "oracle_serving_auc" in metrics
                 else ""
             )
         )

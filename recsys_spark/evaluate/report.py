@@ -38,9 +38,14 @@ BASELINE_LABEL = "statistics-only baseline"
 LOWER_IS_BETTER = frozenset({"logloss", "logloss_uncalibrated"})
 RECALL_METRIC_ORDER = ("recall", "ndcg", "hitrate", "coverage", "ild", "category_ild", "novelty")
 RANKING_METRIC_ORDER = ("auc", "uauc", "logloss", "logloss_uncalibrated")
-# `oracle_auc` / `oracle_uauc` of a task: the generator's true probabilities, shown as their own row.
-ORACLE_PREFIX = "oracle_"
-ORACLE_LABEL = "oracle (true probability)"
+# A task's `oracle_auc` / `oracle_uauc` (the generator's true probabilities) and `oracle_serving_*`
+# (the same without D's impression count, the ranker's reachable limit) are shown as their own rows.
+# Longest prefix first: `oracle_serving_auc` is not the oracle's `serving_auc`.
+ORACLE_ROWS = (
+    ("oracle_serving_", "oracle, serving (truth without D's impression count)"),
+    ("oracle_", "oracle (true probability)"),
+)
+ORACLE_LABELS = tuple(label for _, label in ORACLE_ROWS)
 ORACLE_CHANNEL = "oracle"
 TRAINING_KEY = "training"
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728")
@@ -176,11 +181,14 @@ def _recall_table(recall: Mapping[str, Mapping[str, Any]]) -> str:
     return f"<table><thead><tr><th>channel</th>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _split_oracle(values: Mapping[str, Any]) -> tuple[dict, dict | None]:
-    """A task's metrics as the model's, and the oracle's (`oracle_auc` → `auc`; None without)."""
-    model = {m: v for m, v in values.items() if not m.startswith(ORACLE_PREFIX)}
-    oracle = {m[len(ORACLE_PREFIX) :]: v for m, v in values.items() if m.startswith(ORACLE_PREFIX)}
-    return model, oracle or None
+def _split_oracle(values: Mapping[str, Any]) -> tuple[dict, list[tuple[str, dict]]]:
+    """A task's metrics as the model's, and one (label, metrics) row per oracle present."""
+    rest, rows = dict(values), []
+    for prefix, label in ORACLE_ROWS:
+        row = {m[len(prefix) :]: rest.pop(m) for m in list(rest) if m.startswith(prefix)}
+        if row:
+            rows.append((label, row))
+    return rest, rows
 
 
 def _ranking_table(ranking: Mapping[str, Mapping[str, Any]], baselines: Mapping[str, Any]) -> str:
@@ -192,11 +200,11 @@ def _ranking_table(ranking: Mapping[str, Mapping[str, Any]], baselines: Mapping[
     )
     head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
     rows = []
-    for task, (values, oracle) in split.items():
+    for task, (values, oracles) in split.items():
         baseline = baselines.get(task) if isinstance(baselines.get(task), Mapping) else None
         group = [("model", values)] + ([(BASELINE_LABEL, baseline)] if baseline is not None else [])
-        group += [(ORACLE_LABEL, oracle)] if oracle is not None else []
-        rivals = [v for label, v in group if label != ORACLE_LABEL]
+        group += oracles
+        rivals = [v for label, v in group if label not in ORACLE_LABELS]
         best = {m: _best([v.get(m) for v in rivals], m, at_least=2) for m in metrics}
         for i, (label, row) in enumerate(group):
             task_cell = f'<th rowspan="{len(group)}">{html.escape(str(task))}</th>' if i == 0 else ""
@@ -420,8 +428,9 @@ def _auc_chart(ranking: Mapping[str, Mapping[str, Any]], baselines: Mapping[str,
                 [baselines[t].get("auc") if isinstance(baselines.get(t), Mapping) else None for t in tasks],
             )
         )
-    if any(f"{ORACLE_PREFIX}auc" in ranking[t] for t in tasks):
-        series.append((ORACLE_LABEL, [ranking[t].get(f"{ORACLE_PREFIX}auc") for t in tasks]))
+    for prefix, label in reversed(ORACLE_ROWS):  # the true probability's bar first, as before
+        if any(f"{prefix}auc" in ranking[t] for t in tasks):
+            series.append((label, [ranking[t].get(f"{prefix}auc") for t in tasks]))
     return bar_chart_svg(
         "AUC per task: model vs baseline", tasks, series, vmax=1.0, reference=(0.5, "random")
     )

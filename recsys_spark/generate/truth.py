@@ -13,8 +13,9 @@ user u and item i of cluster c (C clusters, n_c items in c):
   P(segment c | u) = (1 − explore) · w_{u,c} + explore / C and the power law of `power_law_index`,
   P(k | n) = ((k + 2)^{1−a} − (k + 1)^{1−a}) / ((n + 1)^{1−a} − 1) (logs when a = 1).
 
-`label_probabilities` ranks the shown pairs of a day by their true probability (the ranker's limit:
-the oracle AUC). `expected_clicks` ranks a user's items by P(shown) · ctr, times the share of day D
+`label_probabilities` ranks the shown pairs of a day by their true probability (the oracle AUC) and
+by the probability a model serving on D could at best know, without D's impression count of the
+pair (the serving oracle AUC, the ranker's reachable limit). `expected_clicks` ranks a user's items by P(shown) · ctr, times the share of day D
 the item existed (items are never shown before created_ts); that is the expected number of clicks
 per impression on D and the recall oracle. Both ignore the second-order redraw of too-new items.
 """
@@ -106,9 +107,27 @@ def event_probability(cfg: GenerateConfig, event: str, quality: Column, preferre
 
 
 def label_probabilities(
-    rows: DataFrame, truth_items: DataFrame, truth_users: DataFrame, cfg: GenerateConfig, tasks
+    rows: DataFrame,
+    truth_items: DataFrame,
+    truth_users: DataFrame,
+    cfg: GenerateConfig,
+    tasks,
+    items: DataFrame | None = None,
+    day: dt.date | None = None,
 ) -> DataFrame:
-    """Adds `oracle_<task>`: the true probability that the day's label of the shown pair is 1.
+    """Adds `oracle_<task>` and `oracle_serving_<task>`: the true label probabilities of the shown pairs.
+
+    `oracle_<task>` knows how often D showed the pair (n = `impressions`): 1 − (1 − P_task)^n. No
+    model serving on D can know n, and on generated lakes n alone ranks the labels better than the
+    true per-impression probability does, so `oracle_serving_<task>` is the limit of a model that
+    knows everything but n: with n ~ Poisson(λ) given the pair was shown (n ≥ 1),
+
+        P(label = 1 | shown) = (1 − e^{−λ P_task}) / (1 − e^{−λ}),
+        λ(u, i) = activity_u · E[session length] · P(segment c_i | u) · P(rank_i | n_{c_i}) · live_i,
+
+    the expected impressions of the pair on D (live_i the share of D after the item's created_ts, 1
+    without `items`). It ignores the day-to-day activity factor and the clumping of a segment's
+    draws, so it is an approximation of that limit, not a bound a model can never pass.
 
     Parameters
     ----------
@@ -120,23 +139,88 @@ def label_probabilities(
         The options that generated them (`generated_config`).
     tasks : sequence of str
         Events: `click` or one of the generator's actions.
+    items : DataFrame, optional
+        The `items` table (`created_ts`), for live_i; with `day`.
+    day : datetime.date, optional
+        The pairs' day D.
 
     Returns
     -------
     DataFrame
-        `rows` with one double column `oracle_<task>` = 1 − (1 − P_task)^impressions per task; pairs
-        whose user or item has no truth (ingested rows) get null.
+        `rows` with double columns `oracle_<task>` and `oracle_serving_<task>` per task; pairs whose
+        user or item has no truth (ingested rows) get null.
     """
-    items = truth_items.select("item_id", "cluster", "quality")
-    users = truth_users.select("user_id", F.col("clusters").alias("_clusters"))
-    joined = rows.join(items, "item_id", "left").join(users, "user_id", "left")
+    truth = truth_items.select("item_id", "cluster", "quality", "popularity_rank")
+    if items is not None and day is not None:
+        truth = truth.join(items.select("item_id", _live_share(day).alias("_live")), "item_id", "left")
+    else:
+        truth = truth.withColumn("_live", F.lit(1.0))
+    users = truth_users.select(
+        "user_id", F.col("clusters").alias("_clusters"), _tastes().alias("_t"), F.col("activity").alias("_a")
+    )
+    joined = rows.join(truth, "item_id", "left").join(users, "user_id", "left")
     preferred = F.array_contains(F.col("_clusters"), F.col("cluster"))
     shown = F.col("impressions").cast("double")
-    added = [
-        (1 - F.pow(1 - event_probability(cfg, t, F.col("quality"), preferred), shown)).alias(f"oracle_{t}")
-        for t in tasks
-    ]
+    session = max(1.0, cfg.session_length)  # the geometric length's mean (1 when lengths are 1)
+    expected = (
+        F.col("_a")
+        * session
+        * segment_probability(cfg, F.col("_t"), F.col("cluster"))
+        * rank_probability(cfg, F.col("popularity_rank"), _cluster_size(cfg, F.col("cluster")))
+        * F.coalesce(F.col("_live"), F.lit(1.0))
+    )
+    # An ingested user or item has no truth: null, not the probability of a non-preferred pair.
+    known = F.col("_clusters").isNotNull() & F.col("quality").isNotNull()
+    added = []
+    for t in tasks:
+        p = event_probability(cfg, t, F.col("quality"), preferred)
+        added.append(F.when(known, 1 - F.pow(1 - p, shown)).alias(f"oracle_{t}"))
+        # A pair expected to be shown almost never (λ → 0) is shown once: the limit is P itself.
+        serving = F.when(expected > 1e-12, F.expm1(-expected * p) / F.expm1(-expected)).otherwise(p)
+        added.append(F.when(known, serving).alias(f"oracle_serving_{t}"))
     return joined.select(*rows.columns, *added)
+
+
+def _live_share(day: dt.date) -> Column:
+    """The share of day D after the item's `created_ts`, in [0, 1]."""
+    start = F.lit(dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc).timestamp())
+    return F.least(
+        F.lit(1.0), F.greatest(F.lit(0.0), 1 - (F.col("created_ts").cast("double") - start) / 86400)
+    )
+
+
+def _cluster_size(cfg: GenerateConfig, cluster: Column) -> Column:
+    """n_c: items are indexed rank · C + cluster, so cluster c holds ⌈(items − c) / C⌉ of them."""
+    clusters = min(cfg.clusters, cfg.items)
+    return F.floor((F.lit(cfg.items) - cluster + (clusters - 1)) / clusters)
+
+
+def _tastes() -> Column:
+    """`truth_users`' tastes as array<struct<c, w>>."""
+    return F.arrays_zip(F.col("clusters").alias("c"), F.col("weights").alias("w"))
+
+
+def segment_probability(cfg: GenerateConfig, tastes: Column, cluster: Column) -> Column:
+    """P(segment c | u) = (1 − explore) · w_{u,c} + explore / C.
+
+    Parameters
+    ----------
+    cfg : GenerateConfig
+        The generating options.
+    tastes : Column
+        The user's tastes, array<struct<c: int, w: double>> (`w` = 0 for a cluster not in them).
+    cluster : Column
+        The cluster c (int).
+
+    Returns
+    -------
+    Column
+        The probability (double) that a segment of u's sessions shows cluster c.
+    """
+    weight = F.aggregate(
+        F.filter(tastes, lambda t: t["c"] == cluster), F.lit(0.0).cast("double"), lambda acc, t: acc + t["w"]
+    )
+    return (1 - cfg.explore) * weight + F.lit(cfg.explore / min(cfg.clusters, cfg.items))
 
 
 def rank_probability(cfg: GenerateConfig, rank: Column, size: Column) -> Column:
@@ -197,12 +281,7 @@ def expected_clicks(
     DataFrame
         `(user_id, item_id, score double)`, score > 0.
     """
-    clusters = min(cfg.clusters, cfg.items)
-    start = F.lit(dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc).timestamp())
-    live = F.least(
-        F.lit(1.0), F.greatest(F.lit(0.0), 1 - (F.col("created_ts").cast("double") - start) / 86400)
-    )
-    size = F.floor((F.lit(cfg.items) - F.col("cluster") + (clusters - 1)) / clusters)
+    live, size = _live_share(day), _cluster_size(cfg, F.col("cluster"))
     offered = (
         truth_items.join(items.select("item_id", "created_ts"), "item_id")
         .select(
@@ -228,16 +307,9 @@ def expected_clicks(
         .withColumn("_r", F.row_number().over(order))
         .filter(F.col("_r") <= per_cluster)
     )
-    tastes = truth_users.join(users.select("user_id"), "user_id").select(
-        "user_id", F.arrays_zip(F.col("clusters").alias("c"), F.col("weights").alias("w")).alias("_t")
-    )
+    tastes = truth_users.join(users.select("user_id"), "user_id").select("user_id", _tastes().alias("_t"))
     grid = tastes.crossJoin(F.broadcast(best.select("cluster").distinct()))
-    weight = F.aggregate(
-        F.filter(F.col("_t"), lambda t: t["c"] == F.col("cluster")),
-        F.lit(0.0).cast("double"),
-        lambda acc, t: acc + t["w"],
-    )
-    segment = (1 - cfg.explore) * weight + F.lit(cfg.explore / clusters)
+    segment = segment_probability(cfg, F.col("_t"), F.col("cluster"))
     in_tastes = F.exists(F.col("_t"), lambda t: t["c"] == F.col("cluster"))
     per_user = grid.select("user_id", "cluster", segment.alias("_seg"), in_tastes.alias("preferred"))
     return per_user.join(best, ["cluster", "preferred"]).select(
