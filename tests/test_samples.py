@@ -457,21 +457,29 @@ def test_no_feature_uses_day_d_or_later(lake_a: Lake, lake_b: Lake, ev_a: list[E
         assert by_key(rows, "user_id", "hist") == {u: hist.get(u, []) for u in {r.user_id for r in rows}}
 
 
-def test_profile_features_use_no_day_d_or_later(lake_a: Lake, lake_b: Lake) -> None:
-    """`pair_dense` comes from the profiles of D-1 (computed here: neither lake has user_profiles),
-    so the pairs both lakes' rank_samples hold match exactly although D and D+1 differ."""
+def test_profile_features_use_no_day_d_or_later(lake_a: Lake, lake_b: Lake, ev_a: list[Ev]) -> None:
+    """`pair_dense` comes from the profiles of D-1 (computed here: neither lake has user_profiles)
+    and the pair's events of the 7 days before D, so the pairs both lakes' rank_samples hold match
+    exactly although D and D+1 differ."""
     pairs = {}
     for lake in (lake_a, lake_b):
         rows = rows_of(lake, "rank_samples", D)
         pairs[lake.root] = {(r.user_id, r.item_id): list(r.pair_dense) for r in rows}
         assert all(
-            len(v) == len(PAIR_DENSE) and all(0.0 <= x <= 1.0 + 1e-6 for x in v)
+            len(v) == len(PAIR_DENSE) and all(0.0 <= x <= 1.0 + 1e-6 for x in v[:3])
             for v in pairs[lake.root].values()
         )
     fa, fb = pairs[lake_a.root], pairs[lake_b.root]
     common = set(fa) & set(fb)
     assert len(common) >= 20
     assert {k: fa[k] for k in common} == {k: fb[k] for k in common}
+    # The exposure values, counted from their definition: dt in [D-7, D-1] (the lake starts at D-8).
+    window = [e for e in ev_a if D - dt.timedelta(days=7) <= e.dt < D]
+    assert any(e.dt < D - dt.timedelta(days=7) for e in ev_a)
+    for pair, values in fa.items():
+        shown = sum(1 for e in window if (e.user_id, e.item_id) == pair and e.event == "impression")
+        clicked = sum(1 for e in window if (e.user_id, e.item_id) == pair and e.event == "click")
+        assert_dense(values[3:], [math.log1p(shown), math.log1p(clicked)], PAIR_DENSE[3:], str(pair))
     # Guard: the features are not trivially zero, each of the three is informative somewhere.
     for k in range(len(PAIR_DENSE)):
         assert any(fa[p][k] > 0 for p in common) and any(fa[p][k] == 0 for p in fa), PAIR_DENSE[k]
@@ -480,8 +488,8 @@ def test_profile_features_use_no_day_d_or_later(lake_a: Lake, lake_b: Lake) -> N
 
 
 def test_pair_features_match_reference_on_a_stored_profile(spark: SparkSession, tmp_path: Path) -> None:
-    """The three profile-match values, recomputed from their definition on a hand-made profile of D-1;
-    the stored partition of D (what a leaky reader would use) must play no part."""
+    """The pair features, recomputed from their definitions on a hand-made profile of D-1 and events;
+    the stored partition of D (what a leaky reader would use) and D's events must play no part."""
     lake = Lake(spark, str(tmp_path / "lake"))
     items = [
         ("i1", "cat0", "a0", ["t0", "t1", "t1"], None),  # t1 repeated: counts once
@@ -503,6 +511,15 @@ def test_pair_features_match_reference_on_a_stored_profile(spark: SparkSession, 
     rows += [(u, kind, key, 1.0, 1.0, 1, D) for u in ("u1", "u2", "u3") for kind, key in [("author", "a1")]]
     schema = table_schema("user_profiles").spark_schema()
     lake.overwrite_dates("user_profiles", spark.createDataFrame(rows, schema), [PREV, D])
+    # Exposure of the 7 days before D: D itself and D-8 do not count, other events than these two do not.
+    shown = {("u1", "i1"): [D - dt.timedelta(days=k) for k in (0, 1, 1, 7, 8)], ("u2", "i9"): [PREV]}
+    events = [
+        (u, i, "impression", _at(day, 1), None, None, day) for (u, i), days in shown.items() for day in days
+    ]
+    events += [("u1", "i1", e, _at(PREV, 2), None, 1000, PREV) for e in ("click", "like")]
+    events += [("u1", "i2", "click", _at(D, 3), None, 1000, D)]
+    lake.overwrite("events", spark.createDataFrame(events, table_schema("events").spark_schema()))
+    exposure = {("u1", "i1"): [math.log1p(3), math.log1p(1)], ("u2", "i9"): [math.log1p(1), 0.0]}
     wanted = [(u, i) for u in ("u1", "u2", "u3") for i in ("i1", "i2", "i3", "i9")]  # i9: not in items
     pairs = spark.createDataFrame(wanted, "user_id string, item_id string")
     got = {(r.user_id, r.item_id): list(r.pair_dense) for r in pair_features(lake, D, pairs).collect()}
@@ -514,11 +531,12 @@ def test_pair_features_match_reference_on_a_stored_profile(spark: SparkSession, 
             prof.get((u, "category", c), 0.0),
             prof.get((u, "author", a), 0.0),
             sum(prof.get((u, "tag", t), 0.0) for t in tags),
+            *exposure.get((u, i), [0.0, 0.0]),
         ]
     assert got.keys() == expected.keys()
     for pair, values in expected.items():
         assert_dense(got[pair], values, PAIR_DENSE, str(pair))
-    assert expected[("u1", "i1")] == [0.75, 1.0, 0.625] and expected[("u2", "i2")][1] == 0.0
+    assert expected[("u1", "i1")][:3] == [0.75, 1.0, 0.625] and expected[("u2", "i2")][1] == 0.0
 
 
 def test_new_ids_get_is_new_and_zeros(lake_a: Lake) -> None:

@@ -130,7 +130,8 @@ def test_a_grouped_store_keeps_each_users_rows_in_one_batch(spark, tmp_path):
 def test_a_ranker_saved_before_pair_dense_still_loads_and_scores():
     """A checkpoint from before the profile-match input (its sizes lack `pair_dense_dim`) loads as width 0
     and scores today's batches by ignoring their `pair_dense`; a model trained with it reads it and
-    refuses a batch without it, and the width cannot change when a model is grown."""
+    refuses a batch without it, and the width cannot change when a model is grown; a model reads the
+    prefix of a batch with values appended since it was trained."""
     import io
 
     from recsys_spark.train.checkpoint import load_checkpoint
@@ -160,6 +161,23 @@ def test_a_ranker_saved_before_pair_dense_still_loads_and_scores():
         wide.predict({k: v for k, v in batch.items() if k != "pair_dense"})
     with pytest.raises(ValueError, match="widths"):
         Ranker(old).grow(new)
+    # Values appended to PAIR_DENSE later (the exposure counts): a width-3 model reads its prefix of a
+    # wider batch, eagerly and as the exported scorer, and refuses a narrower one.
+    longer = torch.cat([batch["pair_dense"], torch.rand(16, 2) * 5], dim=1)
+    expected = wide.predict(batch)
+    got = wide.predict({**batch, "pair_dense": longer})
+    for task in expected:
+        torch.testing.assert_close(got[task], expected[task], rtol=0, atol=0)
+    buf = io.BytesIO()
+    wide.export_scorer(buf)
+    buf.seek(0)
+    scorer = torch.jit.load(buf)
+    keys = ("user_idx", "gender_idx", "age_idx", "region_idx", "user_dense", "hist", "item_idx")
+    with torch.no_grad():
+        scripted = scorer(*[batch[k] for k in keys], longer)
+    torch.testing.assert_close(scripted[:, 0], expected["click"], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="narrower"):
+        wide.predict({**batch, "pair_dense": batch["pair_dense"][:, :2]})
 
 
 def fixed_batch_sgd(comm, steps: int, seed: int) -> list[float]:

@@ -40,13 +40,19 @@ ITEM_DENSE: tuple[str, ...] = (
     "is_new",
 )
 # Dense inputs of the (user, item) pair (`pair_dense`, docs/samples.md): how much of the user's
-# interest profile of D-1 (`user_profiles`, L1 weights per kind) the item matches. Each lies in [0, 1];
-# all 0 for a user without a profile or an item without a catalogue row.
+# interest profile of D-1 (`user_profiles`, L1 weights per kind) the item matches, each in [0, 1] and
+# all 0 for a user without a profile or an item without a catalogue row; then how often the pair was
+# shown and clicked in the PAIR_EXPOSURE_DAYS days before D (a day's label is "any click on D", so
+# how often D will show the pair matters, and its past exposure is the best estimate a model serving
+# on D has). New inputs are only ever appended: a ranker trained with fewer reads the prefix it knows.
 PAIR_DENSE: tuple[str, ...] = (
     "profile_category_weight",
     "profile_author_weight",
     "profile_tag_weight_sum",
+    "log1p_pair_impression_7d",
+    "log1p_pair_click_7d",
 )
+PAIR_EXPOSURE_DAYS = 7
 
 
 def _dense(names: tuple[str, ...], present: Column, extra: dict[str, Column] | None = None) -> Column:
@@ -196,6 +202,53 @@ def last_n_clicks(events: DataFrame, day: dt.date, n: int, lookback_days: int) -
     )
 
 
+def pair_exposure(
+    pairs: DataFrame, events: DataFrame, day: dt.date, days: int = PAIR_EXPOSURE_DAYS
+) -> DataFrame:
+    """`(user_id, item_id, exposure)`: how often the pair was shown and clicked in the days before `day`.
+
+    exposure(u, i) = [log1p(#impressions), log1p(#clicks)] of u on i over the `days` days before
+    `day` (dt in [day − days, day − 1], partition-pruned); [0, 0] for a pair never shown.
+
+    Parameters
+    ----------
+    pairs : DataFrame
+        `(user_id, item_id, ...)`; each distinct pair gets one row.
+    events : DataFrame
+        The `events` table.
+    day : datetime.date
+        The sample day D; only events strictly before it count.
+    days : int
+        Days looked back.
+
+    Returns
+    -------
+    DataFrame
+        `(user_id, item_id, exposure: array<float>)`, one row per distinct pair of `pairs`.
+    """
+    keys = pairs.select("user_id", "item_id").distinct()
+    first = day - dt.timedelta(days=days)
+    shown = events.filter((F.col("dt") < F.lit(day)) & (F.col("dt") >= F.lit(first))).filter(
+        F.col("event").isin("impression", "click")
+    )
+    # Only the wanted pairs are counted: the semi-join and the count share one shuffle on the pair.
+    counts = (
+        shown.join(keys, ["user_id", "item_id"], "left_semi")
+        .groupBy("user_id", "item_id")
+        .agg(
+            F.count(F.when(F.col("event") == "impression", 1)).alias("_imp"),
+            F.count(F.when(F.col("event") == "click", 1)).alias("_clk"),
+        )
+    )
+    return keys.join(counts, ["user_id", "item_id"], "left").select(
+        "user_id",
+        "item_id",
+        F.array(
+            *[F.log1p(F.coalesce(F.col(c), F.lit(0)).cast("double")).cast("float") for c in ("_imp", "_clk")]
+        ).alias("exposure"),
+    )
+
+
 def profile_match(pairs: DataFrame, profiles: DataFrame, items: DataFrame) -> DataFrame:
     """`(user_id, item_id, pair_dense)`: the weights of the item's category, author and tags in the user's profile.
 
@@ -215,8 +268,8 @@ def profile_match(pairs: DataFrame, profiles: DataFrame, items: DataFrame) -> Da
     Returns
     -------
     DataFrame
-        `(user_id, item_id, pair_dense: array<float>)` in `PAIR_DENSE` order, one row per distinct
-        pair of `pairs` (zeros when nothing matches).
+        `(user_id, item_id, pair_dense: array<float>)`: the first three values of `PAIR_DENSE`,
+        one row per distinct pair of `pairs` (zeros when nothing matches).
     """
     keys = pairs.select("user_id", "item_id").distinct()
     catalogue = items.select("item_id", "category", "author_id", "tags").dropDuplicates(["item_id"])

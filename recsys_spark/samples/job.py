@@ -26,6 +26,7 @@ from recsys_spark.samples.features import (
     item_features,
     last_n_clicks,
     new_id_dense,
+    pair_exposure,
     profile_match,
     user_features,
 )
@@ -193,7 +194,8 @@ def pair_features(lake, day: dt.date, pairs: DataFrame) -> DataFrame:
     """`(user_id, item_id, pair_dense)` of the distinct pairs of `pairs` as a sample of `day` sees them.
 
     The one definition shared by the samples, serving (`recommend/rank`, with `day = D + 1`) and
-    evaluation: `features.profile_match` against `day_profiles(lake, day)` and the current `items`.
+    evaluation: `features.profile_match` against `day_profiles(lake, day)` and the current `items`,
+    then `features.pair_exposure` over the events as of `day`.
 
     Parameters
     ----------
@@ -209,7 +211,11 @@ def pair_features(lake, day: dt.date, pairs: DataFrame) -> DataFrame:
     DataFrame
         `(user_id, item_id, pair_dense: array<float>)` in `PAIR_DENSE` order.
     """
-    return profile_match(pairs, day_profiles(lake, day), lake.read("items"))
+    profile = profile_match(pairs, day_profiles(lake, day), lake.read("items"))
+    exposure = pair_exposure(pairs, lake.read_as_of("events", day), day)
+    return profile.join(exposure, ["user_id", "item_id"]).select(
+        "user_id", "item_id", F.concat("pair_dense", "exposure").alias("pair_dense")
+    )
 
 
 def _build_day(lake, day: dt.date, cfg: SamplesConfig, period: DataFrame):

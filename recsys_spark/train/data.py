@@ -88,15 +88,17 @@ def encode_samples(
 
 
 def pair_dense_column(df: DataFrame):
-    """`pair_dense` as array<float> of width `len(PAIR_DENSE)`: zeros where it is null or absent.
+    """`pair_dense` as array<float> of width `len(PAIR_DENSE)`: zeros where it is null, absent or short.
 
     A `rank_samples` partition written before the column existed reads it as null; its pairs are then
-    treated like a user without a profile (all zeros), which keeps the store fixed-width.
+    treated like a user without a profile (all zeros). One written before inputs were appended to
+    `PAIR_DENSE` gets zeros for them. Either way the store stays fixed-width.
     """
     zeros = F.array(*[F.lit(0.0).cast("float") for _ in PAIR_DENSE])
     if "pair_dense" not in df.columns:
         return zeros.alias("pair_dense")
-    return F.coalesce(F.col("pair_dense").cast("array<float>"), zeros).alias("pair_dense")
+    padded = F.slice(F.concat(F.col("pair_dense").cast("array<float>"), zeros), 1, len(PAIR_DENSE))
+    return F.coalesce(padded, zeros).alias("pair_dense")
 
 
 def write_store(encoded: DataFrame, url: str, files: int, seed: int, group_by: str | None = None) -> int:

@@ -258,9 +258,9 @@ def _vocabularies(spark, lake, samples: DataFrame, base_url: str | None) -> dict
 def _pair_dense_dim(cfg: TrainConfig, base: dict) -> int:
     """The ranker's `pair_dense` width: `len(PAIR_DENSE)`, or the warm-start base's own width.
 
-    A model's input widths cannot change when it is grown, so a base saved before the profile-match
-    features existed (width 0) keeps training and serving without them; `--warm-start false` starts a
-    model that reads them.
+    A model's input widths cannot change when it is grown, so a base saved before the pair features
+    existed (width 0), or before some were appended, keeps training and serving on the prefix it
+    knows; `--warm-start false` starts a model that reads them all.
     """
     if cfg.model != "ranker":
         return 0
@@ -270,7 +270,7 @@ def _pair_dense_dim(cfg: TrainConfig, base: dict) -> int:
     if width != len(PAIR_DENSE):
         log.warning(
             "train ranker: the warm-start base has %d pair_dense inputs, the samples %d; it keeps its "
-            "own (train with --warm-start false once to use the profile-match features)",
+            "own prefix (train with --warm-start false once to use all the pair features)",
             width,
             len(PAIR_DENSE),
         )

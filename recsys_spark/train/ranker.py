@@ -182,12 +182,12 @@ class Ranker(RecModel):
         """The arch's crossing of every feature: the heads' input and the per-task logit bias."""
         if pair_dense is None:
             if self.pair_dense_dim > 0:
-                raise ValueError(
-                    "this ranker was trained with pair_dense (profile-match features): pass them"
-                )
+                raise ValueError("this ranker was trained with pair_dense (the pair features): pass them")
             pair_dense = user_dense.new_zeros((user_dense.shape[0], 0))
-        elif pair_dense.shape[1] != self.pair_dense_dim:
-            raise ValueError("pair_dense has a different width than the ranker was trained with")
+        elif pair_dense.shape[1] < self.pair_dense_dim:
+            raise ValueError("pair_dense is narrower than the ranker was trained with")
+        else:  # inputs are only appended (samples.features.PAIR_DENSE): read the prefix it knows
+            pair_dense = pair_dense[:, : self.pair_dense_dim]
         target = self._item_rep(item_idx)
         user, author = self.user_emb(user_idx), self.author_emb(self.item_author[item_idx])
         gender, age, region = self.gender_emb(gender_idx), self.age_emb(age_idx), self.region_emb(region_idx)
@@ -269,7 +269,7 @@ class Ranker(RecModel):
         pair = batch.get(PAIR_KEY) if self.pair_dense_dim > 0 else None
         if self.pair_dense_dim > 0 and pair is None:
             raise ValueError(
-                f"this ranker was trained with {PAIR_KEY} ({self.pair_dense_dim} profile-match "
+                f"this ranker was trained with {PAIR_KEY} ({self.pair_dense_dim} pair "
                 "features), which the batch lacks"
             )
         return [*[batch[k] for k in (*USER_KEYS, "item_idx")], pair]
