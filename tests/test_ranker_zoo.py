@@ -18,7 +18,7 @@ from recsys_spark.train.features import FeatureSizes, random_batch
 from recsys_spark.train.interactions import ARCH_INTEREST, bi_interaction
 from recsys_spark.train.interest import DienInterest
 from recsys_spark.train.multitask import PLE, TASK_ARCHS, ctcvr_logit
-from recsys_spark.train.ranker import _LEGACY_PREFIXES, Ranker
+from recsys_spark.train.ranker import _LEGACY_PREFIXES, Ranker, row_draws
 
 SIZES = FeatureSizes(50, 40, 5, 6, 3, 4, 5, 4, 3, 6)
 # Every arch with the default heads, and the default arch with every heads.
@@ -83,34 +83,87 @@ def _sigmoid(x):
 
 
 def test_dien_evolution_is_an_attention_gated_gru():
-    """s_n = (1 − a_n u_n) s_{n−1} + a_n u_n s̃_n over the extracted interests, oldest first (NumPy),
-    given the module's own extracted interests z and attention a."""
+    """s_n = (1 − a_n u_n) s_{n−1} + a_n u_n s̃_n over the interests a GRU extracts from each row's real
+    clicks alone, oldest first (NumPy, given the module's own GRU and attention MLP): the padding and
+    its length play no part."""
     torch.manual_seed(0)
     dien = DienInterest(4, (6,))
     g = torch.Generator().manual_seed(2)
     h, t = torch.randn(3, 5, 4, generator=g), torch.randn(3, 4, generator=g)
-    lengths = torch.tensor([5, 2, 0])
-    mask = torch.arange(5)[None] < lengths[:, None]
+    lengths = [5, 2, 0]
+    mask = torch.arange(5)[None] < torch.tensor(lengths)[:, None]
     with torch.no_grad():
         got = dien(h, t, mask).numpy()
-        steps = torch.flip(h.masked_fill(~mask[..., None], 0.0), [1])
-        valid = torch.flip(mask, [1])
-        z = (dien.extract(steps)[0] * valid[..., None]).numpy()
-        from recsys_spark.train.interest import din_features, masked_softmax
-
-        a = masked_softmax(dien.attn(din_features(torch.from_numpy(z), t)).squeeze(-1), valid).numpy()
+        longer = torch.cat([h, torch.randn(3, 3, 4, generator=g)], dim=1)  # 3 more padding steps
+        padded = dien(longer, t, torch.cat([mask, torch.zeros(3, 3, dtype=torch.bool)], dim=1)).numpy()
+    np.testing.assert_allclose(padded, got, atol=1e-6)
     wg, bg = dien.gates.weight.detach().numpy(), dien.gates.bias.detach().numpy()
     wc, bc = dien.candidate.weight.detach().numpy(), dien.candidate.bias.detach().numpy()
-    for row in range(3):
+    for row, length in enumerate(lengths):
         s = np.zeros(4)
-        for n in range(5):
-            gates = _sigmoid(wg @ np.concatenate([z[row, n], s]) + bg)
-            u, r = gates[:4], gates[4:]
-            proposal = np.tanh(wc @ np.concatenate([z[row, n], r * s]) + bc)
-            u = a[row, n] * u
-            s = (1 - u) * s + u * proposal
+        if length:
+            clicks = torch.flip(h[row, :length], [0])  # oldest first
+            with torch.no_grad():
+                z = dien.extract(clicks[None])[0][0]
+                features = torch.cat([z, t[row].expand_as(z), z - t[row], z * t[row]], dim=1)
+                scores = dien.attn(features).squeeze(-1).numpy()
+            z = z.numpy()
+            a = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum()
+            for n in range(length):
+                gates = _sigmoid(wg @ np.concatenate([z[n], s]) + bg)
+                u, r = gates[:4], gates[4:]
+                proposal = np.tanh(wc @ np.concatenate([z[n], r * s]) + bc)
+                u = a[n] * u
+                s = (1 - u) * s + u * proposal
         np.testing.assert_allclose(got[row], s, atol=1e-5)
     np.testing.assert_allclose(got[2], np.zeros(4))  # no history, no interest
+
+
+def test_dien_auxiliary_loss_is_the_next_click_loss():
+    """L_aux = mean over rows of Σ over consecutive real clicks (oldest first) of −log σ(z_n·h_{n+1}) −
+    log(1 − σ(z_n·ĥ_{n+1})) (z from the module's GRU over the real clicks), and the ranker adds α·L_aux
+    for dien only."""
+    torch.manual_seed(0)
+    dien = DienInterest(4, (6,))
+    g = torch.Generator().manual_seed(3)
+    h, drawn = torch.randn(3, 5, 4, generator=g), torch.randn(3, 5, 4, generator=g)
+    lengths = [5, 2, 1]
+    mask = torch.arange(5)[None] < torch.tensor(lengths)[:, None]
+    with torch.no_grad():
+        got = float(dien.auxiliary_loss(h, mask, drawn))
+    terms = []
+    for row, length in enumerate(lengths):
+        clicks, negatives = torch.flip(h[row, :length], [0]), torch.flip(drawn[row, :length], [0])
+        with torch.no_grad():
+            z = dien.extract(clicks[None])[0][0].numpy()
+        clicks, negatives = clicks.numpy(), negatives.numpy()
+        for n in range(length - 1):
+            positive, negative = z[n] @ clicks[n + 1], z[n] @ negatives[n + 1]
+            terms.append(-math.log(_sigmoid(positive)) - math.log(1 - _sigmoid(negative)))
+    assert len(terms) == 5 and got == pytest.approx(sum(terms) / len(lengths), rel=1e-5)  # per row
+    with torch.no_grad():
+        assert float(dien.auxiliary_loss(h, mask & False, drawn)) == 0.0  # no pair of clicks: nothing
+    # The draws: a hash of the row, in 1 .. n_items − 1, near-uniform, the same for any split of a batch.
+    hist = torch.randint(0, 40, (4000, 6), generator=g)
+    users, items = torch.randint(0, 50, (4000,), generator=g), torch.randint(0, 40, (4000,), generator=g)
+    draws = row_draws(hist, users, items, 40)
+    assert draws.min() >= 1 and draws.max() <= 39
+    counts = torch.bincount(draws.reshape(-1), minlength=40)[1:].double()
+    assert counts.min() > 0.8 * counts.mean() and counts.max() < 1.2 * counts.mean()
+    torch.testing.assert_close(row_draws(hist[:7], users[:7], items[:7], 40), draws[:7])
+
+    batch = random_batch(SIZES, 16, torch.Generator().manual_seed(1), tasks=("click", "like"))
+    losses = {}
+    for arch, weight in (("dien", 1.0), ("dien", 0.0), ("din", 1.0)):
+        torch.manual_seed(0)
+        model = Ranker(SIZES, arch=arch, aux_weight=weight, **SMALL)
+        plain = sum(
+            torch.nn.functional.binary_cross_entropy_with_logits(model(batch)[t], batch[f"label_{t}"])
+            for t in model.tasks
+        )
+        torch.manual_seed(5)  # the negatives' draws
+        losses[(arch, weight)] = float((model.loss(batch) - plain).detach())
+    assert losses[("dien", 1.0)] > 0.1 and losses[("dien", 0.0)] == 0.0 and losses[("din", 1.0)] == 0.0
 
 
 def test_a_checkpoint_from_before_the_zoo_loads_into_the_default():

@@ -7,8 +7,12 @@
 - `DinInterest` (din, dcn_v2): `a_n = softmax_mask(MLP([h_n, t, h_n − t, h_n ⊙ t]))`, `Σ a_n h_n`.
 - `DienInterest` (dien): interest extraction `z_n = GRU(h)` over the clicks oldest to newest, then
   interest evolution by an AUGRU whose update gate is scaled by the DIN attention of each z_n to t:
-  `u'_n = a_n u_n`, `s_n = (1 − u'_n) ⊙ s_{n−1} + u'_n ⊙ s̃_n`; the last state. (DIEN's auxiliary
-  next-click loss is left out: the click labels are the only supervision.)
+  `u'_n = a_n u_n`, `s_n = (1 − u'_n) ⊙ s_{n−1} + u'_n ⊙ s̃_n`; the last state. In training the
+  extracted interests also get DIEN's auxiliary next-click loss (`DienInterest.auxiliary_loss`):
+  each z_n must tell the next click h_{n+1} from a uniformly drawn item ĥ_{n+1},
+  `L_aux = −mean_rows Σ_n [log σ(z_n · h_{n+1}) + log(1 − σ(z_n · ĥ_{n+1}))]` over each row's
+  consecutive pairs of real clicks, added to the click loss with weight α (`Ranker(aux_weight=α)`, 1
+  as in the paper).
 
 References
 ----------
@@ -58,6 +62,30 @@ class DinInterest(nn.Module):
         return (weights.unsqueeze(-1) * h).sum(1)
 
 
+def oldest_first(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row's real steps (a prefix of `x`, most recent first) reversed in place, padding behind.
+
+    Parameters
+    ----------
+    x : Tensor
+        `(batch, N, D)`, real steps first, most recent first.
+    mask : Tensor
+        `(batch, N)` bool, True on a prefix of each row.
+
+    Returns
+    -------
+    tuple of Tensor
+        `(batch, N, D)` oldest to newest then zeros, and its `(batch, N)` mask.
+    """
+    n = x.shape[1]
+    lengths = mask.sum(1, keepdim=True)
+    position = torch.arange(n, device=x.device).unsqueeze(0)
+    valid = position < lengths
+    order = torch.where(valid, lengths - 1 - position, position)
+    steps = x.gather(1, order.unsqueeze(-1).expand_as(x)).masked_fill(~valid.unsqueeze(-1), 0.0)
+    return steps, valid
+
+
 class DienInterest(nn.Module):
     """DIEN: a GRU extracts interests from the clicks, an attention-gated GRU (AUGRU) evolves them."""
 
@@ -68,13 +96,16 @@ class DienInterest(nn.Module):
         self.gates = nn.Linear(2 * dim, 2 * dim)  # update and reset gates from [z_n, s_{n-1}]
         self.candidate = nn.Linear(2 * dim, dim)  # s̃_n from [z_n, r ⊙ s_{n-1}]
 
+    def _extracted(self, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # Padding goes behind the clicks, not before them: a GRU's state moves even on zero inputs
+        # (its biases), so padding run first would make the interests depend on the history's length.
+        steps, valid = oldest_first(h, mask)
+        z, _ = self.extract(steps)
+        return steps, valid, z * valid.unsqueeze(-1).to(z.dtype)
+
     def forward(self, h: Tensor, t: Tensor, mask: Tensor) -> Tensor:
         """`h` (batch, N, D), `t` (batch, D), `mask` (batch, N) -> (batch, D)."""
-        h = h.masked_fill(~mask.unsqueeze(-1), 0.0)
-        # Oldest to newest; padding (zeros, weight 0 below) comes first and leaves the state at zero.
-        steps, valid = torch.flip(h, [1]), torch.flip(mask, [1])
-        z, _ = self.extract(steps)
-        z = z * valid.unsqueeze(-1).to(z.dtype)
+        _, valid, z = self._extracted(h, mask)
         a = masked_softmax(self.attn(din_features(z, t)).squeeze(-1), valid)  # (batch, N)
         s = torch.zeros_like(t)
         for n in range(z.shape[1]):
@@ -82,9 +113,37 @@ class DienInterest(nn.Module):
             gates = torch.sigmoid(self.gates(torch.cat([zn, s], dim=1)))
             update, reset = gates.chunk(2, dim=1)
             proposal = torch.tanh(self.candidate(torch.cat([zn, reset * s], dim=1)))
-            update = a[:, n : n + 1] * update
+            update = a[:, n : n + 1] * update  # 0 on padding: the state stays
             s = (1.0 - update) * s + update * proposal
         return s
+
+    @torch.jit.unused
+    def auxiliary_loss(self, h: Tensor, mask: Tensor, negatives: Tensor) -> Tensor:
+        """DIEN's next-click loss of the extracted interests.
+
+        Parameters
+        ----------
+        h : Tensor
+            `(batch, N, D)` history representations, most recent first (as for `forward`).
+        mask : Tensor
+            `(batch, N)` bool, the real clicks.
+        negatives : Tensor
+            `(batch, N, D)` representations of drawn items, aligned with `h`.
+
+        Returns
+        -------
+        Tensor
+            Scalar: Σ over each row's consecutive pairs of real clicks (oldest to newest) of
+            −log σ(z_n · h_{n+1}) − log(1 − σ(z_n · ĥ_{n+1})), averaged over the rows (DIEN's eq. 5;
+            per row, not per pair, so equal splits of a batch average to the whole batch's loss).
+        """
+        steps, valid, z = self._extracted(h, mask)
+        drawn, _ = oldest_first(negatives, mask)
+        pairs = (valid[:, :-1] & valid[:, 1:]).to(z.dtype)  # z_n predicts step n + 1
+        positive = (z[:, :-1] * steps[:, 1:]).sum(-1)
+        negative = (z[:, :-1] * drawn[:, 1:]).sum(-1)
+        per_pair = nn.functional.softplus(-positive) + nn.functional.softplus(negative)
+        return (per_pair * pairs).sum(1).mean()
 
 
 def interest_reader(kind: str, dim: int, hidden: tuple[int, ...]) -> nn.Module:

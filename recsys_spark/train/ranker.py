@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from .base import RecModel
 from .features import PAIR_KEY, USER_KEYS, FeatureSizes
 from .interactions import ARCH_INTEREST, CrossNetwork, Interaction
-from .interest import interest_reader
+from .interest import DienInterest, interest_reader
 from .multitask import MMoE, task_heads
 
 __all__ = ["CrossNetwork", "MMoE", "Ranker"]
@@ -102,6 +102,7 @@ class Ranker(RecModel):
         arch: str = "dcn_v2",
         tasks_arch: str = "mmoe",
         negative_keep: float = 1.0,
+        aux_weight: float = 1.0,
     ) -> None:
         attn_hidden, deep, expert_hidden = tuple(attn_hidden), tuple(deep), tuple(expert_hidden)
         tower_hidden, tasks = tuple(tower_hidden), tuple(tasks)
@@ -123,8 +124,10 @@ class Ranker(RecModel):
                 arch=arch,
                 tasks_arch=tasks_arch,
                 negative_keep=negative_keep,
+                aux_weight=aux_weight,
             ),
         )
+        self.aux_weight = float(aux_weight)  # dien only: the weight α of its next-click loss
         if not 0 < negative_keep <= 1:
             raise ValueError(f"negative_keep must be in (0, 1], got {negative_keep}")
         self.log_keep = math.log(negative_keep)  # a plain float: the TorchScript export reads it
@@ -308,7 +311,8 @@ class Ranker(RecModel):
         return self.heads.gate_weights(self._hidden(*self._args(batch))[0])
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        """Σ over tasks of the mean binary cross-entropy against `label_<task>`.
+        """Σ over tasks of the mean binary cross-entropy against `label_<task>`, plus, for `dien`,
+        `aux_weight` times its next-click loss (`DienInterest.auxiliary_loss`).
 
         Parameters
         ----------
@@ -321,7 +325,14 @@ class Ranker(RecModel):
             Scalar loss.
         """
         logits = self(batch)
-        return sum(F.binary_cross_entropy_with_logits(logits[t], batch[f"label_{t}"]) for t in self.tasks)
+        loss = sum(F.binary_cross_entropy_with_logits(logits[t], batch[f"label_{t}"]) for t in self.tasks)
+        if isinstance(self.interest, DienInterest) and self.aux_weight > 0:
+            hist = batch["hist"]
+            drawn = row_draws(hist, batch["user_idx"], batch["item_idx"], self.sizes.n_items)
+            loss = loss + self.aux_weight * self.interest.auxiliary_loss(
+                self._item_rep(hist), hist != 0, self._item_rep(drawn)
+            )
+        return loss
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -365,6 +376,35 @@ def _rename_legacy_keys(state_dict, prefix, *args) -> None:
             if key.startswith(prefix) and rest.startswith(old):
                 state_dict[prefix + new + rest[len(old) :]] = state_dict.pop(key)
                 break
+
+
+def row_draws(hist: Tensor, user_idx: Tensor, item_idx: Tensor, n_items: int) -> Tensor:
+    """Items drawn (near-)uniformly from 1 .. n_items − 1 per history position, as a hash of the row.
+
+    A hash of (user, candidate, position, click), not a random generator, so every data-parallel split
+    of a batch draws the same items as the whole batch would (2 ranks equal 1 process). A draw equal
+    to the click itself (about 1 / n_items) is left in, as DIEN's own sampler does.
+
+    Parameters
+    ----------
+    hist : Tensor
+        `(batch, N)` int64 history indices.
+    user_idx, item_idx : Tensor
+        `(batch,)` int64.
+    n_items : int
+        Item vocabulary size (index 0 is padding).
+
+    Returns
+    -------
+    Tensor
+        `(batch, N)` int64 in [1, n_items − 1] (all 1 when n_items ≤ 2).
+    """
+    position = torch.arange(hist.shape[1], device=hist.device).unsqueeze(0)
+    x = hist * 1_000_003 + user_idx.unsqueeze(1) * 7_919 + item_idx.unsqueeze(1) * 104_729 + position
+    for multiplier in (0x9E3779B97F4A7C15 - (1 << 64), 0xBF58476D1CE4E5B9 - (1 << 64)):  # splitmix64
+        x = x ^ (x >> 31)
+        x = x * multiplier  # int64 products wrap, which is the point
+    return (x & ((1 << 62) - 1)) % max(1, n_items - 1) + 1
 
 
 class _Scorer(nn.Module):
