@@ -340,7 +340,8 @@ def test_ranker_scores_equal_driver_scoring_and_see_nothing_after_d(spark, lake)
     again = ranked_rows(lake)
     assert again.keys() == first.keys()
     for key in first:
-        assert again[key][0] == pytest.approx(first[key][0], abs=1e-9), key
+        # float32 scores of batches of other sizes may differ in the last bit; a leak moves them by far more.
+        assert again[key][0] == pytest.approx(first[key][0], abs=1e-6), key
         assert again[key][1] == first[key][1]
 
 
