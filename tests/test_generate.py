@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import math
@@ -298,6 +299,23 @@ def test_generator_code_has_no_udf_rand_or_collect():
     assert "rand(" not in source and "randn(" not in source
 
 
+# The options of the hand-made truth of `_truth_frames`.
+TRUTH_CFG = GenerateConfig(
+    items=5, clusters=2, explore=0.1, base_ctr=0.1, taste_boost=3.0, popularity_exponent=1.2
+)
+
+
+@contextlib.contextmanager
+def _utc(spark):
+    """The session in UTC for the block (created_ts of `_truth_frames` are UTC wall times)."""
+    zone = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    try:
+        yield
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", zone)
+
+
 def _truth_frames(spark):
     """Two clusters of a 5-item catalogue (cluster c holds items i ≡ c mod 2) and two users."""
     items = [("i0", 0, 0, 1.0), ("i1", 1, 0, 1.2), ("i2", 0, 1, 0.8), ("i3", 1, 1, 1.0), ("i4", 0, 2, 1.5)]
@@ -321,21 +339,15 @@ def _truth_frames(spark):
 def test_expected_clicks_follow_the_generators_formula(spark):
     from recsys_spark.generate.truth import expected_clicks
 
-    with_utc = spark.conf.get("spark.sql.session.timeZone")
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
-    try:
+    cfg = TRUTH_CFG
+    with _utc(spark):
         items, truth_items, truth_users, catalogue, day = _truth_frames(spark)
-        cfg = GenerateConfig(
-            items=5, clusters=2, explore=0.1, base_ctr=0.1, taste_boost=3.0, popularity_exponent=1.2
-        )
         got = {
             (r.user_id, r.item_id): r.score
             for r in expected_clicks(
                 truth_users.select("user_id"), truth_items, truth_users, catalogue, cfg, day, 10
             ).collect()
         }
-    finally:
-        spark.conf.set("spark.sql.session.timeZone", with_utc)
     # Reference from the formula: P(segment) · P(rank | n) · ctr · live share of the day.
     sizes = {c: sum(1 for _, cc, _, _ in items if cc == c) for c in (0, 1)}
     live = {"i4": 0.5, "i3": 0.0}
@@ -358,13 +370,9 @@ def test_expected_clicks_follow_the_generators_formula(spark):
 def test_label_probabilities_follow_the_generators_formula(spark):
     from recsys_spark.generate.truth import label_probabilities
 
-    with_utc = spark.conf.get("spark.sql.session.timeZone")
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
-    try:
+    cfg = TRUTH_CFG
+    with _utc(spark):
         items, truth_items, truth_users, catalogue, day = _truth_frames(spark)
-        cfg = GenerateConfig(
-            items=5, clusters=2, explore=0.1, base_ctr=0.1, taste_boost=3.0, popularity_exponent=1.2
-        )
         shown = [("u0", "i0", 1), ("u0", "i1", 3), ("u1", "i4", 2), ("u1", "i2", 1), ("u9", "i0", 1)]
         rows = spark.createDataFrame(shown, "user_id string, item_id string, impressions int")
         got = {
@@ -373,8 +381,6 @@ def test_label_probabilities_follow_the_generators_formula(spark):
                 rows, truth_items, truth_users, cfg, ["click", "like"], catalogue, day
             ).collect()
         }
-    finally:
-        spark.conf.set("spark.sql.session.timeZone", with_utc)
     # Reference from the formulas of generate.truth, written out for each pair.
     tastes, activity, a = {"u0": {0: 1.0}, "u1": {1: 0.7, 0: 0.3}}, 1.0, 1.2
     sizes = {c: sum(1 for _, cc, _, _ in items if cc == c) for c in (0, 1)}
