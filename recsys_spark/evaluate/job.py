@@ -57,7 +57,7 @@ from recsys_spark.evaluate.metrics import (
 )
 from recsys_spark.evaluate.references import REFERENCE_CHANNELS, BaselineParams, reference_lists
 from recsys_spark.events import clicks_in_window, interest_weights
-from recsys_spark.generate.truth import generated_config, label_probabilities
+from recsys_spark.generate.truth import ORACLE_COLUMNS, generated_config, label_probabilities
 from recsys_spark.samples.features import ITEM_DENSE, last_n_clicks
 from recsys_spark.samples.recall import hash_uniform, positives
 
@@ -550,7 +550,7 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
     if generated is not None:  # the limit: the shown pairs ranked by their true label probability
         truth = (lake.read("truth_items"), lake.read("truth_users"))
         rows = label_probabilities(rows, *truth, generated, model.tasks, lake.read("items"), day)
-        keep += tuple(f"oracle{kind}_{t}" for t in model.tasks for kind in ("", "_serving"))
+        keep += tuple(f"{kind}_{t}" for t in model.tasks for kind in ORACLE_COLUMNS)
     frame = _encoded_rows(spark, rows, f"{url}/vocab", "ranker", model.sizes.hist_len, keep)
     if frame.empty:
         return {}, {}, version, 0
@@ -573,10 +573,10 @@ def ranking_results(spark, lake, cfg: EvaluateConfig, day: dt.date) -> tuple[dic
         if keep < 1:  # trained on a share r of the negatives: the log-loss of q, before p = q/(q+(1-q)/r)
             q = p / (p + (1 - p) * keep)
             ranking[task]["logloss_uncalibrated"] = logloss(y, q)
-        for kind in ("", "_serving"):
-            if f"oracle{kind}_{task}" in frame:
-                truth = frame[f"oracle{kind}_{task}"].to_numpy(float)
-                ranking[task].update(oracle_ranking(users_col, y, truth, f"oracle{kind}_"))
+        for kind in ORACLE_COLUMNS:
+            if f"{kind}_{task}" in frame:
+                truth = frame[f"{kind}_{task}"].to_numpy(float)
+                ranking[task].update(oracle_ranking(users_col, y, truth, f"{kind}_"))
         b = baseline_scores(dense, task)
         baselines[task] = {"auc": auc(y, b), "uauc": uauc(users_col, y, b), "logloss": logloss(y, b)}
     return ranking, baselines, version, len(frame)

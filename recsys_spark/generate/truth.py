@@ -33,6 +33,8 @@ from recsys_spark.generate.config import ACTION_BOOST_OTHER, ACTION_BOOST_PREFER
 
 CONFIG_KEY = "recsys.generate.config"
 TRUTH_TABLES = ("truth_items", "truth_users")
+# The column prefixes `label_probabilities` adds per task: `<prefix>_<task>`.
+ORACLE_COLUMNS = ("oracle", "oracle_serving")
 
 
 def generated_config(lake) -> GenerateConfig | None:
@@ -174,10 +176,10 @@ def label_probabilities(
     added = []
     for t in tasks:
         p = event_probability(cfg, t, F.col("quality"), preferred)
-        added.append(F.when(known, 1 - F.pow(1 - p, shown)).alias(f"oracle_{t}"))
+        added.append(F.when(known, 1 - F.pow(1 - p, shown)).alias(f"{ORACLE_COLUMNS[0]}_{t}"))
         # A pair expected to be shown almost never (λ → 0) is shown once: the limit is P itself.
         serving = F.when(expected > 1e-12, F.expm1(-expected * p) / F.expm1(-expected)).otherwise(p)
-        added.append(F.when(known, serving).alias(f"oracle_serving_{t}"))
+        added.append(F.when(known, serving).alias(f"{ORACLE_COLUMNS[1]}_{t}"))
     return joined.select(*rows.columns, *added)
 
 
